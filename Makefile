@@ -1,0 +1,43 @@
+# cityviz: the two commands a student needs are `make tutorial` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= $(or $(CITYVIZ_PROFILE),quick)
+NB_TIMEOUT ?= 1800
+
+.PHONY: tutorial test unit nbval notebooks lab bench install clean-outputs
+
+# Create the virtual environment and install the package with its dev tools.
+# Reinstalls only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+# Execute every notebook in order on the built-in data (quick profile by default);
+# executed notebooks, figures and results.json go to outputs/$(PROFILE)/.
+tutorial: $(VENV)/.installed
+	$(PY) -m cityviz_helpers.tutorial --profile $(PROFILE)
+
+# Unit tests, then every notebook under nbval (checked outputs must match).
+test: $(VENV)/.installed
+	MPLBACKEND=Agg CITYVIZ_QUIET=1 CITYVIZ_PROFILE=quick $(PY) -m pytest tests
+	CITYVIZ_QUIET=1 CITYVIZ_PROFILE=quick $(PY) -m pytest --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks
+
+unit: $(VENV)/.installed
+	MPLBACKEND=Agg CITYVIZ_QUIET=1 $(PY) -m pytest tests
+
+# Re-execute the committed notebooks in place (quick profile), so their outputs
+# are those of a fresh run; commit the result.
+notebooks: $(VENV)/.installed
+	CITYVIZ_PROFILE=quick $(PY) -m cityviz_helpers.tutorial --profile quick --in-place
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_synthetic.py
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks

@@ -1,0 +1,343 @@
+"""Datasets of city images: the built-in synthetic cities and any ImageFolder tree.
+
+Notebook 01 explains this module. One loader, :func:`scan_image_folder`, serves
+both worlds: it reads ``<root>/<split>/<city>/<image>`` (split folders
+``train``, ``val``/``valid``, ``test``) or ``<root>/<city>/<image>`` (then it
+makes a stratified split with a fixed seed), checks every file, and returns a
+:class:`CityData` with a table of usable images and a report of every file it
+skipped or converted. It never modifies or deletes a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from .artifacts import Artifact, artifact
+from .settings import Settings
+from .synthetic import DEFAULT_CITIES, City, check_cities, cities_to_dict, cue_table, image_rng, render_image
+from .utils import progress
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+#: Bump when the generator changes what it draws: cached datasets are then remade.
+GENERATOR_VERSION = 1
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; the message says why."""
+
+
+# --------------------------------------------------------------------------
+# Opening one image
+# --------------------------------------------------------------------------
+
+
+def _to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
+    """Convert any PIL mode to 8-bit RGB; the note says what was done ('' if nothing)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img, ""
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr8 = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB"), f"{mode} (16-bit) scaled to 8-bit RGB"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB"), f"{mode} with transparency composited on white"
+    names = {"L": "grayscale", "1": "1-bit", "P": "palette", "CMYK": "CMYK", "YCbCr": "YCbCr"}
+    return img.convert("RGB"), f"{names.get(mode, mode)} converted to RGB"
+
+
+def open_rgb(path: str | os.PathLike, *, min_side: int = 1, max_pixels: int = 80_000_000,
+             with_note: bool = False):
+    """Open an image file as 8-bit RGB, or raise :class:`BadImage` saying why not.
+
+    Grayscale, palette, RGBA, CMYK and 16-bit images are converted; zero-byte,
+    truncated, non-image, too small (``min_side``) and too large
+    (``max_pixels``) files are refused. The file itself is never changed.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise BadImage(f"cannot read ({err.strerror})") from None
+    if size == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise BadImage(f"huge ({width}x{height} pixels, more than max_pixels={max_pixels:,})")
+            if min(width, height) < min_side:
+                raise BadImage(f"tiny ({width}x{height} pixels, a side under min_side={min_side})")
+            img.load()
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise BadImage(f"not an image ({type(err).__name__})") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImage(f"truncated or corrupt ({err})") from None
+    rgb, note = _to_rgb(img)
+    return (rgb, note) if with_note else rgb
+
+
+# --------------------------------------------------------------------------
+# Scanning a tree
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class CityData:
+    """Usable images of a city-image tree, their splits, and a quality report."""
+
+    root: Path
+    source: str  # "synthetic" or the tree's path
+    cities: list[str]
+    items: pd.DataFrame  # one row per usable image: path, city, split, (+ ground truth columns)
+    report: pd.DataFrame  # one row per skipped or converted file: path, action, reason
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return "label_path" in self.items.columns
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.items[self.items.split == name].reset_index(drop=True)
+
+    def n_images(self) -> dict[str, int]:
+        return {s: int((self.items.split == s).sum()) for s in SPLITS}
+
+    def balance(self) -> pd.DataFrame:
+        """Images per city (rows) and split (columns), with totals."""
+        table = pd.crosstab(self.items.city, self.items.split).reindex(columns=list(SPLITS), fill_value=0)
+        table = table.reindex(self.cities, fill_value=0)
+        table["total"] = table.sum(axis=1)
+        return table
+
+
+def scan_image_folder(root: str | os.PathLike, *, seed: int = 0, val_fraction: float = 0.15,
+                      test_fraction: float = 0.15, max_per_city: int | None = None, min_side: int = 32,
+                      max_pixels: int = 80_000_000, verbose: bool = True) -> CityData:
+    """Read a tree of city images; see the module docstring for the layouts."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"No folder at {root}. Give the path of a folder with one sub-folder of images per city "
+            "(optionally inside train/ val/ test/), or use data='synthetic' for the built-in cities.")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file; give the folder that holds one sub-folder per city.")
+
+    def visible_dirs(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    top = visible_dirs(root)
+    split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_FOLDERS}
+    layout = "split folders" if split_dirs else "one folder per city"
+    groups = ([(split, d) for split, d in split_dirs.items()] if split_dirs else [(None, root)])
+
+    rows, report = [], []
+    files, usable = [], {}
+    for split, folder in groups:
+        for city_dir in visible_dirs(folder):
+            usable[city_dir] = 0
+            files += [(split, city_dir, p) for p in sorted(city_dir.rglob("*")) if p.is_file()]
+    for split, city_dir, path in progress(files, desc="checking images"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            report.append((str(rel), "skipped", "hidden file"))
+            continue
+        try:
+            _, note = open_rgb(path, min_side=min_side, max_pixels=max_pixels, with_note=True)
+        except BadImage as err:
+            report.append((str(rel), "skipped", str(err)))
+            continue
+        if note:
+            report.append((str(rel), "converted", note))
+        rows.append((str(path), city_dir.name, split))
+        usable[city_dir] += 1
+    empty = [str(d.relative_to(root)) for d, n in usable.items() if n == 0]
+    report += [(e, "skipped", "folder without usable images") for e in empty]
+
+    items = pd.DataFrame(rows, columns=["path", "city", "split"])
+    cities = sorted(items.city.unique().tolist())
+    if len(cities) < 2:
+        found = ", ".join(cities) or "none"
+        raise ValueError(
+            f"{root} holds usable images of {len(cities)} city folder(s) ({found}); a city classifier "
+            "needs at least two. Put each city's images in its own sub-folder, e.g. "
+            f"{root}/Tokyo/*.jpg and {root}/Pittsburgh/*.jpg."
+            + (f" Folders without usable images: {', '.join(empty)}." if empty else ""))
+
+    if max_per_city:
+        rng = np.random.default_rng(seed)
+        keep = []
+        for city in cities:
+            idx = np.flatnonzero(items.city.values == city)
+            keep.extend(sorted(rng.permutation(idx)[:max_per_city]) if len(idx) > max_per_city else idx)
+        items = items.iloc[sorted(keep)].reset_index(drop=True)
+    if not split_dirs:
+        items["split"] = _stratified_split(items.city.values, seed, val_fraction, test_fraction)
+    elif items.split.isin(["train"]).sum() == 0:
+        raise ValueError(f"{root} has split folders but no usable images in train/.")
+
+    data = CityData(root=root, source=str(root), cities=cities, items=items,
+                    report=pd.DataFrame(report, columns=["path", "action", "reason"]),
+                    meta={"layout": layout, "seed": seed})
+    if verbose:
+        n = data.n_images()
+        print(f"{root}: {layout}, {len(cities)} cities, {n['train']} train / {n['val']} val / "
+              f"{n['test']} test images; {int((data.report.action == 'skipped').sum())} files skipped, "
+              f"{int((data.report.action == 'converted').sum())} converted (see .report).")
+    return data
+
+
+def _stratified_split(cities: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """Per city, shuffle with ``seed`` and cut into train/val/test by the fractions."""
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(cities), dtype=object)
+    for city in sorted(set(cities)):
+        idx = rng.permutation(np.flatnonzero(cities == city))
+        n_test = int(round(len(idx) * test_fraction))
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) - n_test - n_val < 1:
+            raise ValueError(f"City {city!r} has only {len(idx)} usable image(s): too few to split into "
+                             "train/val/test. Add images or lower val_fraction/test_fraction.")
+        split[idx[:n_test]] = "test"
+        split[idx[n_test:n_test + n_val]] = "val"
+        split[idx[n_test + n_val:]] = "train"
+    return split
+
+
+# --------------------------------------------------------------------------
+# The built-in synthetic cities on disk
+# --------------------------------------------------------------------------
+
+
+def generate_synthetic(root: str | os.PathLike, cities: Sequence[City] = DEFAULT_CITIES, *,
+                       n_per_city: dict[str, int], image_size: int, seed: int = 0,
+                       show_progress: bool = True) -> pd.DataFrame:
+    """Write the synthetic cities as an ImageFolder tree with ground truth.
+
+    ``<root>/<split>/<city>/<id>.png`` are the images, ``<root>/labels/...`` the
+    ADE20K label maps and ``<root>/cues/...`` the cue maps (same relative
+    paths); ``manifest.csv`` lists every image and ``dataset.json`` the cities
+    and their cues. Image ``i`` of a city and split depends only on
+    ``(seed, city, split, i)``: the same seed gives byte-identical files.
+    """
+    check_cities(cities)
+    root = Path(root)
+    rows = []
+    jobs = [(s, c, i) for s in SPLITS for c in range(len(cities)) for i in range(n_per_city[s])]
+    for split, c, i in progress(jobs, desc="drawing synthetic cities", disable=not show_progress or None):
+        city = cities[c].name
+        out = render_image(cities, c, image_rng(seed, c, SPLITS.index(split), i), image_size)
+        name = f"{city.lower()}_{split}_{i:05d}.png"
+        rel = {kind: Path(kind if kind != "images" else "", split, city, name)
+               for kind in ("images", "labels", "cues")}
+        for kind, array in (("images", out.image), ("labels", out.label), ("cues", out.cue_map)):
+            path = root / rel[kind]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path, optimize=False, compress_level=1)
+        rows.append(dict(id=name[:-4], split=split, city=city, image=str(rel["images"]),
+                         label=str(rel["labels"]), cues=str(rel["cues"]),
+                         cues_present=";".join(out.cues_present),
+                         n_cue_instances=sum(out.n_instances.values()), seed=seed))
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(root / "manifest.csv", index=False)
+    (root / "dataset.json").write_text(json.dumps(
+        {"cities": cities_to_dict(cities), "cues": cue_table(cities), "n_per_city": n_per_city,
+         "image_size": image_size, "seed": seed, "generator_version": GENERATOR_VERSION}, indent=2))
+    return manifest
+
+
+def synthetic_artifact(settings: Settings, cities: Sequence[City] = DEFAULT_CITIES,
+                       verbose: bool = True) -> Artifact:
+    """The synthetic dataset of these settings: loaded from the cache or drawn now."""
+    ds = settings["dataset"]
+
+    def build(folder: Path):
+        manifest = generate_synthetic(folder, cities, n_per_city=ds["n_per_city"],
+                                      image_size=ds["image_size"], seed=ds["seed"])
+        return {"n_images": len(manifest)}
+
+    return artifact(settings, "dataset", ("dataset",), build, version=GENERATOR_VERSION,
+                    extra={"cities": cities_to_dict(cities)}, verbose=verbose)
+
+
+def load_dataset(settings: Settings, cities: Sequence[City] = DEFAULT_CITIES, verbose: bool = True) -> CityData:
+    """The dataset the settings select: the built-in cities or a real tree.
+
+    Both go through :func:`scan_image_folder`; the synthetic one also gets its
+    ground-truth columns (``label_path``, ``cue_path``, ``cues_present``).
+    """
+    ds = settings["dataset"]
+    if settings.data != "synthetic":
+        return scan_image_folder(settings.data, seed=ds["seed"], val_fraction=ds["val_fraction"],
+                                 test_fraction=ds["test_fraction"], max_per_city=ds["max_per_city"],
+                                 min_side=ds["min_side"], verbose=verbose)
+    art = synthetic_artifact(settings, cities, verbose=verbose)
+    data = scan_image_folder(art.path, seed=ds["seed"], min_side=1, verbose=False)  # same loader as real trees
+    manifest = pd.read_csv(art.path / "manifest.csv", keep_default_na=False)
+    manifest["path"] = [str(art.path / p) for p in manifest.image]
+    items = data.items.merge(manifest[["path", "id", "label", "cues", "cues_present", "n_cue_instances"]],
+                             on="path", how="left", validate="one_to_one")
+    items["label_path"] = [str(art.path / p) for p in items.pop("label")]
+    items["cue_path"] = [str(art.path / p) for p in items.pop("cues")]
+    data.items = items
+    data.source = "synthetic"
+    data.cities = [c.name for c in cities]
+    data.meta.update(json.loads((art.path / "dataset.json").read_text()))
+    data.meta["artifact"] = art
+    if verbose:
+        n = data.n_images()
+        print(f"Built-in synthetic cities: {len(data.cities)} cities, {n['train']} train / {n['val']} val / "
+              f"{n['test']} test images of {ds['image_size']} px.")
+    return data
+
+
+# --------------------------------------------------------------------------
+# The no-shortcut check
+# --------------------------------------------------------------------------
+
+
+def colour_features(images: Sequence[np.ndarray], bins: int = 4) -> np.ndarray:
+    """Per image: mean R, G, B and a joint ``bins**3`` colour histogram (fractions)."""
+    feats = []
+    for im in images:
+        px = np.asarray(im, np.float32).reshape(-1, 3) / 255.0
+        q = np.minimum((px * bins).astype(int), bins - 1)
+        hist = np.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins ** 3) / len(px)
+        feats.append(np.concatenate([px.mean(0), hist]))
+    return np.array(feats)
+
+
+def label_features(labels: Sequence[np.ndarray], n_labels: int = 151) -> np.ndarray:
+    """Per image: the share of pixels of each label value."""
+    return np.array([np.bincount(np.asarray(l).ravel(), minlength=n_labels)[:n_labels] / np.asarray(l).size
+                     for l in labels])
+
+
+def probe_accuracy(features: np.ndarray, cities: Sequence[str], seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated accuracy of a logistic regression predicting the city."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, features, np.asarray(cities), cv=cv).mean())

@@ -1,0 +1,67 @@
+"""One figure style for the series, label colours and figure saving (all notebooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .ade20k import class_names
+from .settings import Settings
+
+FIG_DPI = 110
+SAVE_DPI = 130
+
+
+def setup_style() -> None:
+    """Apply the series' figure style (call once at the top of a notebook)."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    matplotlib.rcParams.update({"figure.dpi": FIG_DPI, "savefig.dpi": SAVE_DPI,
+                                "savefig.bbox": "tight", "axes.titlesize": "medium"})
+
+
+def savefig(fig: plt.Figure, settings: Settings, name: str) -> Path:
+    """Save ``fig`` as ``outputs/<profile>/figures/<name>.png`` and return the path."""
+    path = settings.figures_dir / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def label_palette(n: int = 151) -> np.ndarray:
+    """A fixed RGB colour (uint8) per label value; 0 (unlabelled) is black."""
+    rng = np.random.default_rng(1905)
+    colours = rng.integers(40, 256, size=(n, 3)).astype(np.uint8)
+    colours[0] = 0
+    return colours
+
+
+def colourise_labels(label: np.ndarray) -> np.ndarray:
+    """An RGB image of a label map, one colour per class."""
+    return label_palette()[np.asarray(label)]
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.55, where: np.ndarray | None = None):
+    """Blend ``colours`` over ``image`` (both HxWx3 uint8), optionally only ``where``."""
+    out = image.astype(np.float32)
+    blend = (1 - alpha) * out + alpha * colours.astype(np.float32)
+    if where is None:
+        out = blend
+    else:
+        out[where] = blend[where]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def label_legend(ax, labels: np.ndarray, max_items: int = 12, **kwargs) -> None:
+    """A legend of the classes present in ``labels`` (most frequent first)."""
+    from matplotlib.patches import Patch
+
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    names, pal = class_names(), label_palette()
+    order = [v for _, v in sorted(zip(-counts, values))][:max_items]
+    handles = [Patch(color=pal[v] / 255, label=names[v]) for v in order]
+    ax.legend(handles=handles, **kwargs)

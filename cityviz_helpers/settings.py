@@ -1,0 +1,170 @@
+"""Profiles, settings and the settings hash (explained in notebook 01).
+
+One place defines every knob of the series. A *profile* is a named set of
+settings: ``quick`` for a laptop CPU, CI and a course lab; ``full`` for the
+paper's scale on a GPU. The profile is chosen by, in this order:
+
+1. the ``profile`` argument (the parameters cell at the top of each notebook),
+2. the environment variable ``CITYVIZ_PROFILE``,
+3. the default, ``quick``.
+
+The data world is chosen the same way, by the ``data`` argument or
+``CITYVIZ_DATA``: ``synthetic`` (the built-in cities, the default) or the path
+of an ImageFolder tree of city images.
+
+Settings are grouped in sections (``dataset``, ...). Each cached artifact is
+keyed by a hash of the sections it depends on, so a changed setting never
+reuses a stale result (see :mod:`cityviz_helpers.artifacts`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+#: The repository root (``cityviz_helpers/..``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_PROFILE = "quick"
+DEFAULT_DATA = "synthetic"
+
+#: Every setting of every profile. Each top-level key is a section; a step's
+#: artifact hash covers only the sections that step reads.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "dataset": {
+            # Built-in cities: images per city and split, and their size.
+            "n_per_city": {"train": 240, "val": 60, "test": 60},
+            "image_size": 96,
+            "seed": 0,
+            # Real ImageFolder trees: split fractions when the tree has no
+            # split folders, and a cap on images per city (None: all).
+            "val_fraction": 0.15,
+            "test_fraction": 0.15,
+            "max_per_city": 600,
+            "min_side": 32,
+        },
+    },
+    "full": {
+        "dataset": {
+            "n_per_city": {"train": 4000, "val": 500, "test": 500},
+            "image_size": 224,
+            "seed": 0,
+            "val_fraction": 0.1,
+            "test_fraction": 0.1,
+            "max_per_city": None,
+            "min_side": 64,
+        },
+    },
+}
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of one run: a profile, a data world and their sections."""
+
+    profile: str
+    data: str
+    sections: Mapping[str, Mapping[str, Any]] = field(repr=False)
+
+    def __getitem__(self, section: str) -> Mapping[str, Any]:
+        return self.sections[section]
+
+    @property
+    def dataset_name(self) -> str:
+        """Short name of the data world, used in artifact paths."""
+        if self.data == "synthetic":
+            return "synthetic"
+        path = Path(self.data).expanduser().resolve()
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        return f"{path.name or 'data'}-{digest}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """``artifacts/<profile>/<dataset>/`` (``CITYVIZ_ARTIFACTS`` moves the root)."""
+        root = Path(_env("CITYVIZ_ARTIFACTS", str(REPO_ROOT / "artifacts")))
+        return root / self.profile / self.dataset_name
+
+    @property
+    def outputs_dir(self) -> Path:
+        """``outputs/<profile>/`` (``CITYVIZ_OUTPUTS`` moves the root)."""
+        root = Path(_env("CITYVIZ_OUTPUTS", str(REPO_ROOT / "outputs")))
+        return root / self.profile
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.outputs_dir / "figures"
+
+    def hash(self, *section_names: str, extra: Mapping[str, Any] | None = None) -> str:
+        """Hash of the named sections (plus ``extra``): the key of an artifact."""
+        payload = {name: self.sections[name] for name in section_names}
+        payload["data"] = self.data if self.data == "synthetic" else str(Path(self.data).resolve())
+        if extra:
+            payload["extra"] = dict(extra)
+        return settings_hash(payload)
+
+    def describe(self) -> str:
+        """A few lines saying which profile and data this run uses."""
+        lines = [f"profile: {self.profile}   data: {self.data}"]
+        for name, values in self.sections.items():
+            lines.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        return "\n".join(lines)
+
+
+def settings_hash(payload: Mapping[str, Any], length: int = 12) -> str:
+    """A stable hex digest of a JSON-able mapping (key order does not matter)."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _merge(base: dict, overrides: Mapping[str, Any], where: str) -> dict:
+    for key, value in overrides.items():
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise KeyError(f"Unknown setting '{where}{key}'. Known settings here: {known}.")
+        if isinstance(base[key], dict) and isinstance(value, Mapping):
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def get_settings(
+    profile: str | None = None,
+    data: str | os.PathLike | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Settings for a profile and data world.
+
+    ``profile``/``data`` of ``None`` fall back to ``CITYVIZ_PROFILE`` /
+    ``CITYVIZ_DATA`` and then to ``quick`` / ``synthetic``. ``overrides`` changes
+    single settings, e.g. ``{"dataset": {"image_size": 64}}``; an unknown name
+    is an error rather than silently ignored.
+    """
+    profile = profile or _env("CITYVIZ_PROFILE", DEFAULT_PROFILE)
+    if profile not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {profile!r}. Use one of {sorted(PROFILES)} "
+            "(set CITYVIZ_PROFILE or the PROFILE parameter of the notebook)."
+        )
+    data = str(data) if data is not None else _env("CITYVIZ_DATA", DEFAULT_DATA)
+    if data != "synthetic" and not Path(data).expanduser().exists():
+        raise FileNotFoundError(
+            f"CITYVIZ_DATA / data points to {data!r}, which does not exist. Use "
+            "'synthetic' for the built-in cities, or the path of a folder with one "
+            "sub-folder of images per city (see README, 'Settings')."
+        )
+    sections = copy.deepcopy(PROFILES[profile])
+    if overrides:
+        _merge(sections, overrides, "")
+    return Settings(profile=profile, data=data, sections=sections)

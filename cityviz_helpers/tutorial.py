@@ -1,0 +1,96 @@
+"""Run the whole series headless: ``python -m cityviz_helpers.tutorial`` (``make tutorial``).
+
+Executes ``notebooks/NN_*.ipynb`` in order with the chosen profile, writes the
+executed copies to ``outputs/<profile>/notebooks/`` (the figures and
+``results.json`` are written by the notebooks themselves), records how long
+each took in ``results.json`` under ``timings``, and prints where everything is.
+``--in-place`` instead refreshes the committed notebooks' outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .results import merge_results
+from .settings import REPO_ROOT, get_settings
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def notebooks(selection: list[str] | None = None) -> list[Path]:
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if selection:
+        found = [nb for nb in found if any(nb.name.startswith(s) for s in selection)]
+        if not found:
+            raise SystemExit(f"No notebook matches {selection}; the series has "
+                             f"{', '.join(p.name for p in sorted(NOTEBOOK_DIR.glob('*.ipynb')))}.")
+    return found
+
+
+def _execute_in_place(path: Path, timeout: int) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    tmp = path.with_name(f".{path.name}.tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default=None, help="quick (default) or full; else $CITYVIZ_PROFILE")
+    parser.add_argument("--data", default=None, help="synthetic (default) or an ImageFolder path; else $CITYVIZ_DATA")
+    parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these, e.g. 01 02")
+    parser.add_argument("--in-place", action="store_true", help="refresh the committed notebooks' outputs")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+
+    settings = get_settings(args.profile, args.data)
+    os.environ["CITYVIZ_PROFILE"] = settings.profile
+    os.environ["CITYVIZ_DATA"] = settings.data
+    out_dir = settings.outputs_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    print(f"Running the cityviz notebooks with profile '{settings.profile}' on data '{settings.data}'.")
+    for nb in notebooks(args.only):
+        start = time.perf_counter()
+        print(f"  {nb.name} ...", end=" ", flush=True)
+        try:
+            if args.in_place:
+                _execute_in_place(nb, args.timeout)
+            else:
+                import papermill
+
+                papermill.execute_notebook(str(nb), str(out_dir / nb.name), cwd=str(NOTEBOOK_DIR),
+                                           parameters={"PROFILE": settings.profile, "DATA": settings.data},
+                                           kernel_name="python3", progress_bar=False,
+                                           execution_timeout=args.timeout)
+        except Exception as err:  # say which notebook failed and where its partial output is
+            print("FAILED")
+            where = nb if args.in_place else out_dir / nb.name
+            print(f"\n{nb.name} failed: {type(err).__name__}: {str(err)[-2000:]}\n"
+                  f"The partly executed notebook is {where}; fix the cause and rerun "
+                  "(finished steps are cached and load quickly).", file=sys.stderr)
+            return 1
+        seconds = time.perf_counter() - start
+        timings[nb.stem] = round(seconds, 1)
+        print(f"{seconds:.0f} s")
+    merge_results(settings, "timings", timings)
+    print(f"\nDone in {sum(timings.values()):.0f} s.")
+    if not args.in_place:
+        print(f"  executed notebooks: {out_dir}")
+    print(f"  figures:            {settings.figures_dir}")
+    print(f"  key numbers:        {settings.outputs_dir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Small shared helpers: seeding and progress bars (used by every notebook)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def quiet() -> bool:
+    """True under tests and CI (``CITYVIZ_QUIET=1``, ``CI``, pytest): no progress bars."""
+    flag = os.environ.get("CITYVIZ_QUIET", "").strip().lower()
+    if flag in ("0", "false", "no"):
+        return False
+    return bool(flag) or "PYTEST_CURRENT_TEST" in os.environ or bool(os.environ.get("CI"))
+
+
+def progress(iterable=None, disable: bool | None = None, **kwargs):
+    """A tqdm progress bar that is silent when :func:`quiet` is true."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=quiet() if disable is None else disable, **kwargs)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and (if installed) PyTorch, and make cuDNN deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False

@@ -1,0 +1,54 @@
+"""The repository as a whole: requirements, committed notebooks, entry points."""
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"torch": "pytorch"}  # conda-forge's name, if listed in the conda section
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_pins_every_requirement_of_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pinned = {}
+    for dep in env["dependencies"]:
+        for item in (dep["pip"] if isinstance(dep, dict) else [dep]):
+            if item.startswith("-e") or item == "pip":  # the package itself; the installer
+                continue
+            m = re.match(r"^([A-Za-z0-9_.\-]+)\s*(==|=)\s*([0-9][^\s]*)$", item)
+            assert m, f"environment.yml entry {item!r} is not pinned to a version"
+            pinned[m.group(1).lower().replace("_", "-")] = m.group(3)
+    missing = [n for n in wanted if n not in pinned and CONDA_NAMES.get(n) not in pinned]
+    assert not missing, f"environment.yml lacks {missing}"
+
+
+def test_committed_notebooks_are_clean_top_to_bottom_runs():
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks, "no notebooks found"
+    for nb_path in notebooks:
+        nb = json.loads(nb_path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+        assert "parameters" in code[0].get("metadata", {}).get("tags", []), f"{nb_path.name}: first code cell must be the parameters cell"
+        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{nb_path.name} holds an error output: {errors[0].get('ename')}"
+        counts = [c.get("execution_count") for c in code]
+        assert None not in counts and counts == sorted(counts), f"{nb_path.name}: outputs are not from one top-to-bottom run"
+        assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+                   for c in code for o in c.get("outputs", [])), f"{nb_path.name} has no figure output"
+
+
+def test_tutorial_runner_help():
+    out = subprocess.run([sys.executable, "-m", "cityviz_helpers.tutorial", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--profile" in out and "--in-place" in out

@@ -1,0 +1,95 @@
+import json
+import os
+
+import pytest
+
+import cityviz_helpers as cv
+from cityviz_helpers.artifacts import artifact
+from cityviz_helpers.results import load_results, merge_results
+
+
+def test_profiles_and_switches(monkeypatch):
+    assert cv.get_settings().profile == "quick"
+    monkeypatch.setenv("CITYVIZ_PROFILE", "full")
+    assert cv.get_settings().profile == "full"
+    assert cv.get_settings("quick").profile == "quick"  # the notebook parameter wins
+    with pytest.raises(ValueError, match="Unknown profile 'fast'"):
+        cv.get_settings("fast")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cv.get_settings(data="/no/such/folder")
+
+
+def test_settings_hash_changes_with_any_setting():
+    base = cv.get_settings()
+    same = cv.get_settings()
+    other = cv.get_settings(overrides={"dataset": {"image_size": 64}})
+    nested = cv.get_settings(overrides={"dataset": {"n_per_city": {"test": 7}}})
+    assert base.hash("dataset") == same.hash("dataset")
+    assert len({base.hash("dataset"), other.hash("dataset"), nested.hash("dataset")}) == 3
+    assert nested["dataset"]["n_per_city"]["train"] == base["dataset"]["n_per_city"]["train"]
+    assert cv.settings_hash({"a": 1, "b": 2}) == cv.settings_hash({"b": 2, "a": 1})
+    with pytest.raises(KeyError, match="Unknown setting 'dataset.imagesize'"):
+        cv.get_settings(overrides={"dataset": {"imagesize": 64}})
+
+
+def test_artifact_is_reused_only_for_identical_settings(capsys):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "value.txt").write_text("42")
+        return {"note": "made"}
+
+    s = cv.get_settings()
+    first = artifact(s, "demo", ("dataset",), build)
+    again = artifact(s, "demo", ("dataset",), build)
+    changed = artifact(cv.get_settings(overrides={"dataset": {"seed": 1}}), "demo", ("dataset",), build)
+    assert (first.loaded, again.loaded, changed.loaded) == (False, True, False)
+    assert len(calls) == 2 and first.path == again.path != changed.path
+    assert (again.path / "value.txt").read_text() == "42" and again.meta["note"] == "made"
+    out = capsys.readouterr().out
+    assert "computed it" in out and "loaded the cached artifact" in out
+    # a new code version of the step is a new artifact too
+    assert artifact(s, "demo", ("dataset",), build, version=2).loaded is False
+
+
+def test_interrupted_build_leaves_nothing_trusted_and_rerun_recovers():
+    s = cv.get_settings()
+
+    def crash(folder):
+        (folder / "half.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        artifact(s, "demo", ("dataset",), crash)
+    assert list(s.artifacts_dir.glob("demo-*")) == []
+    # a partial folder left by a killed process is ours to clean up on the next run
+    ok = artifact(s, "demo", ("dataset",), lambda f: (f / "x").write_text("1") and None)
+    killed = ok.path.parent / f".{ok.path.name}.partial-99999"
+    killed.mkdir()
+    ok.path.rename(ok.path.with_name("moved"))
+    again = artifact(s, "demo", ("dataset",), lambda f: None)
+    assert again.loaded is False and not killed.exists()
+
+
+def test_foreign_folder_is_never_overwritten():
+    s = cv.get_settings()
+    key = s.hash("dataset", extra={"step": "demo", "version": 1})
+    foreign = s.artifacts_dir / f"demo-{key}"
+    foreign.mkdir(parents=True)
+    (foreign / "mine.txt").write_text("user data")
+    with pytest.raises(RuntimeError, match="left untouched"):
+        artifact(s, "demo", ("dataset",), lambda f: None)
+    assert (foreign / "mine.txt").read_text() == "user data"
+
+
+def test_results_merge_keeps_other_sections():
+    s = cv.get_settings()
+    merge_results(s, "dataset", {"n": 1})
+    merge_results(s, "timings", {"01": 3.5})
+    merge_results(s, "timings", {"02": 9.0})
+    merge_results(s, "dataset", {"m": float("nan")})
+    data = load_results(s)
+    assert data["dataset"] == {"n": 1, "m": None}
+    assert data["timings"] == {"01": 3.5, "02": 9.0}
+    assert json.loads((s.outputs_dir / "results.json").read_text()) == data

@@ -1,0 +1,110 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import cityviz_helpers as cv
+from cityviz_helpers import data as cvdata
+from cityviz_helpers.ade20k import class_index
+from cityviz_helpers.synthetic import (CUE_STYLES, DEFAULT_CITIES, City, Cue, cue_table, image_rng,
+                                       render_image)
+
+SMALL = {"train": 3, "val": 1, "test": 1}
+
+
+def _digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    a = cvdata.generate_synthetic(tmp_path / "a", n_per_city=SMALL, image_size=64, seed=3, show_progress=False)
+    cvdata.generate_synthetic(tmp_path / "b", n_per_city=SMALL, image_size=64, seed=3, show_progress=False)
+    cvdata.generate_synthetic(tmp_path / "c", n_per_city=SMALL, image_size=64, seed=4, show_progress=False)
+    da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
+    assert len(da) == 3 * 4 * 5 + 2 and da == db
+    images = [k for k in da if k.startswith(("train/", "val/", "test/"))]
+    assert all(da[k] != dc[k] for k in images)
+    assert set(a.columns) >= {"id", "split", "city", "image", "label", "cues", "cues_present", "seed"}
+
+
+def test_image_depends_only_on_its_own_seed_tuple():
+    one = render_image(DEFAULT_CITIES, 2, image_rng(0, 2, 0, 7), 64)
+    again = render_image(DEFAULT_CITIES, 2, image_rng(0, 2, 0, 7), 64)
+    other = render_image(DEFAULT_CITIES, 2, image_rng(0, 2, 0, 8), 64)
+    assert np.array_equal(one.image, again.image) and np.array_equal(one.label, again.label)
+    assert not np.array_equal(one.image, other.image)
+
+
+def test_label_maps_and_cue_maps_agree():
+    table = cue_table(DEFAULT_CITIES)
+    by_number = {row["cue_number"]: row for row in table}
+    seen = set()
+    for city in range(len(DEFAULT_CITIES)):
+        for i in range(25):
+            out = render_image(DEFAULT_CITIES, city, image_rng(1, city, 0, i), 96)
+            assert out.image.shape == (96, 96, 3) and out.label.shape == (96, 96)
+            assert out.label.max() <= 150 and (out.label > 0).all()  # every pixel is labelled
+            numbers = np.unique(out.cue_map[out.cue_map > 0] >> 4)
+            for n in numbers:
+                row = by_number[int(n)]
+                assert row["city"] == DEFAULT_CITIES[city].name  # only the image's own city's cues
+                pixels = (out.cue_map >> 4) == n
+                # every cue pixel carries the label of the cue's class
+                assert (out.label[pixels] == class_index(row["class_name"])).all()
+                seen.add(row["cue"])
+            assert sorted(out.cues_present) == sorted(by_number[int(n)]["cue"] for n in numbers)
+            assert sum(out.n_instances.values()) == len(np.unique(out.cue_map[out.cue_map > 0]))
+    assert seen == {row["cue"] for row in table}  # every cue shows up somewhere
+
+
+def test_cues_are_absent_from_a_fair_share_of_images():
+    for city_index, city in enumerate(DEFAULT_CITIES):
+        present = {c.style: 0 for c in city.cues}
+        for i in range(60):
+            for style in render_image(DEFAULT_CITIES, city_index, image_rng(2, city_index, 0, i), 64).cues_present:
+                present[style] += 1
+        for style, n in present.items():
+            assert 0.3 * 60 <= n <= 0.9 * 60, (city.name, style, n)
+
+
+def test_no_colour_shortcut_but_objects_differ():
+    images, labels, cities = [], [], []
+    for city_index, city in enumerate(DEFAULT_CITIES):
+        for i in range(100):
+            out = render_image(DEFAULT_CITIES, city_index, image_rng(5, city_index, 0, i), 96)
+            images.append(out.image), labels.append(out.label), cities.append(city.name)
+    chance = 1 / len(DEFAULT_CITIES)
+    colour = cvdata.probe_accuracy(cvdata.colour_features(images), cities)
+    objects = cvdata.probe_accuracy(cvdata.label_features(labels), cities)
+    assert colour < chance + 0.12, colour  # near chance
+    assert objects > 0.6, objects  # the positive control: the cities do differ, in their objects
+
+
+def test_user_declared_cities():
+    mine = (City("Northtown", (Cue("flags", 1.0, (3, 3)),)), City("Southtown", (Cue("buses", 1.0, (1, 1)),)))
+    out = render_image(mine, 0, image_rng(0, 0, 0, 0), 96)
+    assert out.cues_present == ["flags"]
+    with pytest.raises(ValueError, match="Unknown cue style 'spires'"):
+        Cue("spires")
+    with pytest.raises(ValueError, match="presence"):
+        Cue("flags", presence=1.5)
+    with pytest.raises(ValueError, match="at least two cities"):
+        cvdata.generate_synthetic("/nonexistent", mine[:1], n_per_city=SMALL, image_size=32)
+    with pytest.raises(KeyError, match="not an ADE20K"):
+        from cityviz_helpers.synthetic import register_cue_style
+        register_cue_style("x", "spaceship", "small", "nope")
+
+
+def test_load_dataset_caches_and_adds_ground_truth(capsys):
+    s = cv.get_settings(overrides={"dataset": {"n_per_city": {"train": 4, "val": 2, "test": 2}, "image_size": 48}})
+    data = cvdata.load_dataset(s)
+    assert data.has_ground_truth and data.cities == [c.name for c in DEFAULT_CITIES]
+    assert data.n_images() == {"train": 16, "val": 8, "test": 8}
+    assert data.items.label_path.map(lambda p: Image.open(p).size == (48, 48)).all()
+    again = cvdata.load_dataset(s)
+    out = capsys.readouterr().out
+    assert "computed it" in out and "loaded the cached artifact" in out
+    pd.testing.assert_frame_equal(data.items, again.items)
