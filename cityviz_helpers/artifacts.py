@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .settings import Settings
+from .settings import REPO_ROOT, Settings
 
 MARKER = "_artifact.json"
 
@@ -50,10 +50,13 @@ class Artifact:
 
 
 def _short(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    """The path relative to the repository (or the working directory) when it is inside it."""
+    for base in (REPO_ROOT, Path.cwd()):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def artifact(
