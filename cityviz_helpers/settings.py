@@ -49,6 +49,21 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_per_city": 600,
             "min_side": 32,
         },
+        "train": {
+            "archs": ["vgg11", "resnet18", "simple", "simpler"],
+            "seeds": [0, 1],
+            # Shortened recipe for a CPU (notebook 02 says why): narrow networks,
+            # 10x the paper's learning rate, 12 epochs with a decay after 8.
+            "width": "narrow",
+            "epochs": 12,
+            "batch_size": 50,
+            "lr": 1e-3,
+            "weight_decay": 1e-5,
+            "lr_step": 8,
+            "lr_gamma": 0.1,
+            "pretrained": ["resnet18"],  # used on real data only; the built-in cities train from scratch
+            "amp": True,  # mixed precision on CUDA
+        },
     },
     "full": {
         "dataset": {
@@ -59,6 +74,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "test_fraction": 0.1,
             "max_per_city": None,
             "min_side": 64,
+        },
+        "train": {  # the paper's recipe
+            "archs": ["vgg11", "resnet18", "simple", "simpler"],
+            "seeds": [0, 1, 2],
+            "width": "paper",
+            "epochs": 30,
+            "batch_size": 50,
+            "lr": 1e-4,
+            "weight_decay": 1e-5,
+            "lr_step": 10,
+            "lr_gamma": 0.1,
+            "pretrained": ["resnet18"],
+            "amp": True,
         },
     },
 }

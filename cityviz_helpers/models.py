@@ -1,0 +1,200 @@
+"""The paper's four city classifiers and their Grad-CAM target layers (notebook 02).
+
+:data:`ARCHITECTURES` is the one registry: each entry names a builder and the
+layer whose output Grad-CAM explains (the last convolutional block's output), so
+later notebooks never hard-code layers.
+
+Each builder takes a ``width``: ``"paper"`` builds the network exactly as in the
+paper (VGG-11 and ResNet-18 from torchvision, "simple" and "simpler" as
+published); ``"narrow"`` keeps depth and layer types but uses fewer channels
+and a smaller fully connected head, so that the quick profile trains on a
+laptop CPU. The flattened size before the first fully connected layer is
+computed from a dummy forward pass, so every builder works for any input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+from torchvision.models import vgg as tv_vgg
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Callable[..., nn.Module]  # (n_classes, image_size, width, pretrained) -> model
+    target_layer: Callable[[nn.Module], nn.Module]  # the Grad-CAM layer of a built model
+    description: str
+
+
+def _flat_size(features: nn.Module, image_size: int) -> int:
+    """Number of features after ``features`` for one image of ``image_size`` pixels."""
+    try:
+        with torch.no_grad():
+            return int(features(torch.zeros(1, 3, image_size, image_size)).numel())
+    except RuntimeError as err:
+        raise ValueError(f"Input size {image_size} px is too small for this network's kernels and "
+                         f"poolings ({str(err)[:120]}); use a larger image_size.") from None
+
+
+def _fc_head(in_features: int, hidden: tuple[int, ...], n_classes: int, dropout: float = 0.5) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_features, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        in_features = h
+    layers.append(nn.Linear(in_features, n_classes))
+    return nn.Sequential(*layers)
+
+
+class ConvNet(nn.Module):
+    """A plain conv/ReLU/max-pool stack and a fully connected head ("simple", "simpler")."""
+
+    def __init__(self, convs: list[tuple[int, int]], hidden: tuple[int, ...], n_classes: int, image_size: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for out, kernel in convs:
+            layers += [nn.Conv2d(channels, out, kernel), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        flat = _flat_size(self.features, image_size)
+        self.classifier = _fc_head(flat, hidden, n_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def _check_no_weights(name: str, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError(f"The paper trains {name!r} from scratch: there are no pretrained weights for it.")
+
+
+def build_simple(n_classes: int, image_size: int, width: str = "paper", pretrained: bool = False) -> nn.Module:
+    _check_no_weights("simple", pretrained)
+    if width == "paper":
+        return ConvNet([(20, 5), (64, 7), (96, 5), (128, 7)], (4096, 100), n_classes, image_size)
+    return ConvNet([(10, 5), (32, 7), (48, 5), (64, 7)], (512, 100), n_classes, image_size)  # half the channels
+
+
+def build_simpler(n_classes: int, image_size: int, width: str = "paper", pretrained: bool = False) -> nn.Module:
+    _check_no_weights("simpler", pretrained)
+    if width == "paper":
+        return ConvNet([(20, 9), (64, 9), (96, 9)], (4096, 100), n_classes, image_size)
+    return ConvNet([(10, 9), (32, 9), (48, 9)], (512, 100), n_classes, image_size)  # half the channels
+
+
+def _load_torchvision_weights(model: nn.Module, weights_enum) -> None:
+    """Load ImageNet weights from the local torch cache only; never download here."""
+    from pathlib import Path
+
+    url = weights_enum.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.exists():
+        raise FileNotFoundError(
+            f"ImageNet weights {cached.name} are not in the local torch cache ({cached.parent}). "
+            "Fetch them once with `./data_download.sh --weights` (needs internet), or train from "
+            "scratch (pretrained=False).")
+    state = torch.load(cached, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+
+
+def build_vgg11(n_classes: int, image_size: int, width: str = "paper", pretrained: bool = False) -> nn.Module:
+    if width == "paper":
+        model = tv_vgg.vgg11(weights=None)
+        if pretrained:
+            _load_torchvision_weights(model, tv_vgg.VGG11_Weights.IMAGENET1K_V1)
+        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
+        return model
+    # narrow: VGG-11's 8 convolutions with a quarter of the channels, a 256-wide head
+    cfg = [c if c == "M" else c // 4 for c in tv_vgg.cfgs["A"]]
+    model = tv_vgg.VGG(tv_vgg.make_layers(cfg), num_classes=n_classes, init_weights=True)
+    model.avgpool = nn.Identity()
+    model.classifier = _fc_head(_flat_size(model.features, image_size), (256, 256), n_classes)
+    _check_no_weights("vgg11 (narrow)", pretrained)
+    return model
+
+
+def build_resnet18(n_classes: int, image_size: int, width: str = "paper", pretrained: bool = False) -> nn.Module:
+    model = tv_resnet.resnet18(weights=None)
+    if pretrained:
+        if width != "paper":
+            raise ValueError("ImageNet weights exist only for the paper-width ResNet-18 (width='paper').")
+        _load_torchvision_weights(model, tv_resnet.ResNet18_Weights.IMAGENET1K_V1)
+    if width != "paper":
+        # narrow: the same 4 stages of 2 basic blocks, a quarter of the channels
+        w = (16, 32, 64, 128)
+        model.inplanes = w[0]
+        model.conv1 = nn.Conv2d(3, w[0], 7, 2, 3, bias=False)
+        model.bn1 = nn.BatchNorm2d(w[0])
+        model.layer1 = model._make_layer(tv_resnet.BasicBlock, w[0], 2)
+        model.layer2 = model._make_layer(tv_resnet.BasicBlock, w[1], 2, stride=2)
+        model.layer3 = model._make_layer(tv_resnet.BasicBlock, w[2], 2, stride=2)
+        model.layer4 = model._make_layer(tv_resnet.BasicBlock, w[3], 2, stride=2)
+        for m in model.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    model.fc = nn.Linear(model.layer4[-1].conv2.out_channels, n_classes)
+    return model
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "vgg11": Architecture("vgg11", build_vgg11, lambda m: m.features[-2],
+                          "VGG-11: 8 conv layers (3x3) in 5 stages, 3 fully connected layers"),
+    "resnet18": Architecture("resnet18", build_resnet18, lambda m: m.layer4,
+                             "ResNet-18: 4 stages of 2 residual blocks with batch norm, global pooling, 1 fc"),
+    "simple": Architecture("simple", build_simple, lambda m: m.features[-2],
+                           "the paper's 'simple' net: 4 conv layers (5, 7, 5, 7), 3 fully connected layers"),
+    "simpler": Architecture("simpler", build_simpler, lambda m: m.features[-2],
+                            "the paper's 'simpler' net: 3 conv layers (9x9), 3 fully connected layers"),
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise KeyError(f"Unknown architecture {name!r}; the registry has {', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[name]
+
+
+def build_model(arch: str, n_classes: int, image_size: int, width: str = "paper",
+                pretrained: bool = False) -> nn.Module:
+    if width not in ("paper", "narrow"):
+        raise ValueError(f"width must be 'paper' or 'narrow', not {width!r}")
+    return get_architecture(arch).build(n_classes, image_size, width=width, pretrained=pretrained)
+
+
+def target_layer(model: nn.Module, arch: str) -> nn.Module:
+    """The layer whose output Grad-CAM explains (the last convolutional block's output)."""
+    return get_architecture(arch).target_layer(model)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def receptive_field(model: nn.Module, arch: str) -> int:
+    """Theoretical receptive field (pixels) of one unit of the target layer.
+
+    Walks the convolutions and poolings on the main path up to the target
+    layer (residual 1x1 shortcuts do not widen it).
+    """
+    last = list(target_layer(model, arch).modules())[-1]
+    rf, jump = 1, 1
+    for name, m in model.named_modules():
+        if "downsample" in name:
+            continue
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            d = m.dilation if isinstance(m.dilation, int) else m.dilation[0]
+            rf += (k - 1) * d * jump
+            jump *= s
+        if m is last:
+            break
+    return rf

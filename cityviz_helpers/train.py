@@ -1,0 +1,309 @@
+"""Training city classifiers reproducibly, with resumable checkpoints (notebook 02).
+
+One seed fixes everything random in a run: the initial weights, the order of
+the training images and the horizontal flips (each epoch draws from its own
+generator seeded by ``(seed, epoch)``, so a resumed run sees exactly what an
+uninterrupted one would have seen).
+
+Each model lives in ``artifacts/<profile>/<dataset>/models/<arch>-s<seed>-<hash>/``:
+
+- ``last.pt``: the state after the last finished epoch (resume point),
+- ``weights.pt``: the weights of the epoch with the best validation accuracy,
+- ``model.json``: the sidecar (architecture, seed, classes, input size,
+  normalisation, settings hash, best epoch, accuracies, training seconds,
+  learning curves). It is written last: a folder without it is unfinished.
+
+Every file is written to a temporary name and renamed, so a killed process
+never leaves a half-written checkpoint that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import CityData, open_rgb
+from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_params
+from .settings import Settings, settings_hash
+from .synthetic import cities_to_dict, DEFAULT_CITIES
+from .utils import progress
+
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is malformed or does not match what was asked for."""
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA if present, else Apple MPS, else CPU (or the given device)."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------
+# Images as tensors
+# --------------------------------------------------------------------------
+
+
+def load_images(paths: Sequence[str], image_size: int, show_progress: bool = True) -> torch.Tensor:
+    """Images as one uint8 tensor (N, 3, S, S), resized to S x S (aspect ratio not kept, as in the paper)."""
+    from PIL import Image
+
+    out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
+    for i, path in enumerate(progress(paths, desc="loading images", disable=None if show_progress else True)):
+        img = open_rgb(path)
+        if img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.BILINEAR)
+        out[i] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    return out
+
+
+def normalise(batch_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float, ImageNet mean/std normalised, on ``device``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (batch_uint8.to(device, non_blocking=True).float() / 255.0 - mean) / std
+
+
+@dataclass
+class SplitTensors:
+    images: torch.Tensor  # uint8 (N, 3, S, S)
+    labels: torch.Tensor  # int64 (N,)
+    paths: list[str]
+
+
+def split_tensors(data: CityData, split: str, image_size: int, show_progress: bool = True) -> SplitTensors:
+    items = data.split(split)
+    labels = torch.tensor([data.cities.index(c) for c in items.city], dtype=torch.int64)
+    return SplitTensors(load_images(list(items.path), image_size, show_progress), labels, list(items.path))
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def model_key(settings: Settings, arch: str, seed: int, cities: Sequence[str]) -> str:
+    """Hash of everything that determines a trained model."""
+    train = {k: v for k, v in settings["train"].items() if k not in ("archs", "seeds")}
+    return settings_hash({"dataset": settings["dataset"], "train": train, "arch": arch, "seed": seed,
+                          "cities": list(cities), "data": settings.hash("dataset"),
+                          "version": CHECKPOINT_VERSION})
+
+
+def model_dir(settings: Settings, arch: str, seed: int, cities: Sequence[str]) -> Path:
+    return settings.artifacts_dir / "models" / f"{arch}-s{seed}-{model_key(settings, arch, seed, cities)}"
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    meta: dict  # the sidecar
+    path: Path
+    loaded: bool  # True: loaded from a finished checkpoint; False: trained (or resumed) now
+
+    @property
+    def name(self) -> str:
+        return f"{self.meta['arch']}-s{self.meta['seed']}"
+
+
+def load_checkpoint(folder: str | os.PathLike, arch: str | None = None, classes: Sequence[str] | None = None,
+                    key: str | None = None, image_size: int | None = None,
+                    device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a finished model, refusing one that is malformed or does not match.
+
+    Every given expectation (architecture, classes, settings hash ``key``,
+    input size) is compared with the sidecar; a mismatch raises
+    :class:`CheckpointError` naming the field.
+    """
+    folder = Path(folder)
+    sidecar, weights = folder / "model.json", folder / "weights.pt"
+    if not sidecar.exists() or not weights.exists():
+        raise CheckpointError(f"{folder} is not a finished checkpoint (model.json and weights.pt are needed); "
+                              "train the model again to finish it.")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{sidecar} is not valid JSON ({err}); delete the folder to retrain.") from None
+    required = ("arch", "seed", "classes", "image_size", "width", "key")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise CheckpointError(f"{sidecar} lacks {', '.join(missing)}; it was not written by cityviz.")
+    for field_name, wanted in (("arch", arch), ("classes", list(classes) if classes is not None else None),
+                               ("key", key), ("image_size", image_size)):
+        if wanted is not None and meta[field_name] != wanted:
+            label = "settings hash" if field_name == "key" else field_name
+            raise CheckpointError(f"Checkpoint {folder.name} has {label} {meta[field_name]!r} but "
+                                  f"{wanted!r} was asked for; it belongs to other settings.")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, not a torch file, pickled code
+        raise CheckpointError(f"{weights} cannot be read safely ({type(err).__name__}: {str(err)[:200]}); "
+                              "delete the folder to retrain.") from None
+    model = build_model(meta["arch"], len(meta["classes"]), meta["image_size"], meta["width"])
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{weights} does not fit a {meta['arch']} ({str(err)[:300]}).") from None
+    model.to(device).eval()
+    return TrainedModel(model, meta, folder, loaded=True)
+
+
+# --------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(settings_hash({"seed": seed, "epoch": epoch}), 16) % (2 ** 62))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 200,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Class probabilities (N, n_classes) for uint8 images."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = [torch.softmax(model(normalise(images[i:i + batch_size], device)).float(), 1).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, split: SplitTensors, device=None) -> float:
+    return float((predict(model, split.images, device=device).argmax(1) == split.labels).float().mean())
+
+
+def train_model(settings: Settings, data: CityData, arch: str, seed: int, train: SplitTensors,
+                val: SplitTensors, device: str | torch.device = "auto", verbose: bool = True,
+                _after_batch: Callable[[int, int], None] | None = None) -> TrainedModel:
+    """Train one model (or load it if finished, or resume it if interrupted).
+
+    ``_after_batch(epoch, batch)`` is a test hook that may raise to simulate a kill.
+    """
+    cfg, size = settings["train"], settings["dataset"]["image_size"]
+    folder = model_dir(settings, arch, seed, data.cities)
+    key = folder.name.rsplit("-", 1)[1]
+    if (folder / "model.json").exists():
+        result = load_checkpoint(folder, arch, data.cities, key, size, device=pick_device(device))
+        if verbose:
+            print(f"{result.name}: loaded the finished model from {folder.name} "
+                  f"(val accuracy {result.meta['val_accuracy']:.3f}).")
+        return result
+    folder.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    amp = dev.type == "cuda" and cfg["amp"]
+    pretrained = arch in cfg["pretrained"] and settings.data != "synthetic"
+
+    torch.manual_seed(seed)
+    model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "lr": []}
+    start_epoch, best, seconds = 0, {"val_accuracy": -1.0, "epoch": -1}, 0.0
+
+    last = folder / "last.pt"
+    if last.exists():
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True)
+            if state.get("key") != key:
+                raise CheckpointError("settings hash differs")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if amp and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            history, best, seconds = state["history"], state["best"], state["seconds"]
+            start_epoch = state["epoch"] + 1
+            if verbose:
+                print(f"{arch}-s{seed}: resuming after epoch {start_epoch} of {cfg['epochs']} from {last.name}.")
+        except Exception as err:  # an unreadable resume point is ignored, never trusted
+            if verbose:
+                print(f"{arch}-s{seed}: ignoring unusable {last.name} ({type(err).__name__}); starting over.")
+            torch.manual_seed(seed)
+            model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
+            optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg["lr_step"], cfg["lr_gamma"])
+
+    loss_fn = nn.CrossEntropyLoss()
+    n, bs = len(train.images), cfg["batch_size"]
+    for epoch in range(start_epoch, cfg["epochs"]):
+        t0 = time.perf_counter()
+        gen = _epoch_generator(seed, epoch)
+        torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))  # dropout of this epoch
+        order = torch.randperm(n, generator=gen)
+        flips = torch.rand(n, generator=gen) < 0.5
+        model.train()
+        total_loss, correct = 0.0, 0
+        bar = progress(range(0, n, bs), desc=f"{arch}-s{seed} epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+        for b, i in enumerate(bar):
+            idx = order[i:i + bs]
+            x = train.images[idx]
+            f = flips[idx]
+            x[f] = x[f].flip(-1)
+            x = normalise(x, dev)
+            y = train.labels[idx].to(dev)
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen = min(i + bs, n)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if _after_batch is not None:
+                _after_batch(epoch, b)
+        scheduler.step()
+        val_acc = accuracy(model, val, dev)
+        seconds += time.perf_counter() - t0
+        for k, v in (("epoch", epoch + 1), ("train_loss", total_loss / n), ("train_accuracy", correct / n),
+                     ("val_accuracy", val_acc), ("lr", optimizer.param_groups[0]["lr"])):
+            history[k].append(v)
+        if val_acc > best["val_accuracy"]:
+            best = {"val_accuracy": val_acc, "epoch": epoch + 1}
+            _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
+        _atomic_save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if amp else {},
+                      "history": history, "best": best, "seconds": seconds}, last)
+
+    meta = {"arch": arch, "seed": seed, "classes": list(data.cities), "image_size": size,
+            "width": cfg["width"], "pretrained": pretrained, "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+            "key": key, "settings": {"dataset": settings["dataset"], "train": settings["train"]},
+            "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "train_seconds": round(seconds, 1),
+            "n_params": count_params(model), "device": str(dev), "history": history}
+    _atomic_json(meta, folder / "model.json")
+    result = load_checkpoint(folder, arch, data.cities, key, size, device=dev)
+    result.loaded = False
+    if verbose:
+        print(f"{arch}-s{seed}: trained {cfg['epochs']} epochs in {seconds:.0f} s; best val accuracy "
+              f"{best['val_accuracy']:.3f} at epoch {best['epoch']}.")
+    return result

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+import torch
+
+import cityviz_helpers as cv
+from cityviz_helpers import data as cvdata
+from cityviz_helpers.models import ARCHITECTURES, build_model, count_params, receptive_field, target_layer
+from cityviz_helpers.train import (CheckpointError, accuracy, load_checkpoint, model_dir, split_tensors,
+                                   train_model)
+
+TINY = {"dataset": {"n_per_city": {"train": 6, "val": 2, "test": 2}, "image_size": 96},
+        "train": {"epochs": 3, "batch_size": 8, "lr_step": 2}}
+
+
+@pytest.fixture
+def tiny():
+    torch.set_num_threads(1)
+    s = cv.get_settings(overrides=TINY)
+    d = cvdata.load_dataset(s, verbose=False)
+    return s, d, split_tensors(d, "train", 96, False), split_tensors(d, "val", 96, False)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("size", [96, 128])
+def test_every_architecture_builds_for_any_size_and_has_a_target_layer(arch, size):
+    model = build_model(arch, 3, size, "narrow")
+    out = model(torch.zeros(2, 3, size, size))
+    assert out.shape == (2, 3)
+    layer = target_layer(model, arch)
+    assert any(layer is m for m in model.modules())
+    assert receptive_field(model, arch) > 1 and count_params(model) > 0
+
+
+def test_too_small_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="too small"):
+        build_model("simple", 2, 48, "narrow")
+
+
+def test_paper_width_matches_the_paper():
+    vgg = build_model("vgg11", 2, 224, "paper")
+    assert vgg.classifier[-1].out_features == 2 and vgg.classifier[0].out_features == 4096
+    simple = build_model("simple", 2, 224, "paper")
+    assert [m.out_channels for m in simple.features if isinstance(m, torch.nn.Conv2d)] == [20, 64, 96, 128]
+    assert receptive_field(build_model("resnet18", 2, 224, "paper"), "resnet18") == 435
+
+
+def test_missing_pretrained_weights_name_the_download_option(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="data_download.sh --weights"):
+        build_model("resnet18", 2, 64, "paper", pretrained=True)
+
+
+def test_tiny_model_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    model = build_model("simple", 2, 96, "narrow")
+    x, y = torch.randn(8, 3, 96, 96), torch.tensor([0, 1] * 4)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    model.eval()  # no dropout: the loss must fall steadily
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_same_seed_same_weights_and_checkpoint_round_trip(tiny, tmp_path, monkeypatch):
+    s, d, tr, va = tiny
+    first = train_model(s, d, "simple", 0, tr, va, verbose=False)
+    monkeypatch.setenv("CITYVIZ_ARTIFACTS", str(tmp_path / "other"))
+    second = train_model(s, d, "simple", 0, tr, va, verbose=False)
+    assert first.path != second.path
+    for (k, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    other_seed = train_model(s, d, "simple", 1, tr, va, verbose=False)
+    assert not torch.equal(other_seed.model.features[0].weight, first.model.features[0].weight)
+    loaded = load_checkpoint(first.path, "simple", d.cities)
+    x = torch.randn(4, 3, 96, 96)
+    assert torch.equal(loaded.model(x), first.model.eval()(x))
+    assert loaded.meta["best_epoch"] >= 1 and len(loaded.meta["history"]["val_accuracy"]) == 3
+    again = train_model(s, d, "simple", 1, tr, va, verbose=False)
+    assert again.loaded
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
+    s, d, tr, va = tiny
+    reference = train_model(s, d, "resnet18", 0, tr, va, verbose=False)
+    monkeypatch.setenv("CITYVIZ_ARTIFACTS", str(tmp_path / "killed"))
+
+    def kill(epoch, batch):
+        if epoch == 1 and batch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(s, d, "resnet18", 0, tr, va, verbose=False, _after_batch=kill)
+    folder = model_dir(s, "resnet18", 0, d.cities)
+    assert (folder / "last.pt").exists() and not (folder / "model.json").exists()
+    with pytest.raises(CheckpointError, match="not a finished checkpoint"):
+        load_checkpoint(folder)
+    resumed = train_model(s, d, "resnet18", 0, tr, va, verbose=False)
+    assert not resumed.loaded
+    for (k, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert resumed.meta["history"]["val_accuracy"] == reference.meta["history"]["val_accuracy"]
+
+
+def test_malformed_and_mismatched_checkpoints_are_refused(tiny, tmp_path):
+    s, d, tr, va = tiny
+    good = train_model(s, d, "simple", 0, tr, va, verbose=False).path
+    with pytest.raises(CheckpointError, match="arch 'simple' but 'vgg11'"):
+        load_checkpoint(good, arch="vgg11")
+    with pytest.raises(CheckpointError, match="classes"):
+        load_checkpoint(good, classes=["Tokyo", "Pittsburgh"])
+    with pytest.raises(CheckpointError, match="settings hash"):
+        load_checkpoint(good, key="0" * 12)
+    with pytest.raises(CheckpointError, match="image_size"):
+        load_checkpoint(good, image_size=224)
+
+    def broken(name, mutate):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in ("model.json", "weights.pt"):
+            (folder / f).write_bytes((good / f).read_bytes())
+        mutate(folder)
+        return folder
+
+    bad_json = broken("json", lambda f: (f / "model.json").write_text("{not json"))
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(bad_json)
+    no_fields = broken("fields", lambda f: (f / "model.json").write_text(json.dumps({"arch": "simple"})))
+    with pytest.raises(CheckpointError, match="lacks"):
+        load_checkpoint(no_fields)
+    truncated = broken("trunc", lambda f: (f / "weights.pt").write_bytes((f / "weights.pt").read_bytes()[:100]))
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_checkpoint(truncated)
+    other = build_model("vgg11", 4, 96, "narrow").state_dict()
+    wrong = broken("wrong", lambda f: torch.save(other, f / "weights.pt"))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(wrong)
+    missing = broken("missing", lambda f: (f / "weights.pt").unlink())
+    with pytest.raises(CheckpointError, match="not a finished checkpoint"):
+        load_checkpoint(missing)
