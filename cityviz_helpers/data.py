@@ -115,6 +115,19 @@ class CityData:
     def has_ground_truth(self) -> bool:
         return "label_path" in self.items.columns
 
+    @property
+    def fingerprint(self) -> str:
+        """Hash of which images are in which split (and, for the built-in cities, of
+        the settings and city declarations that drew them): later steps key their
+        artifacts by it, so a different dataset never reuses a stale model."""
+        from .settings import settings_hash
+
+        art = self.meta.get("artifact")
+        rows = self.items[["path", "city", "split"]].values.tolist()
+        if art is not None:  # the same files wherever the artifact folder lives
+            rows = [[str(Path(p).relative_to(art.path)), c, s] for p, c, s in rows]
+        return settings_hash({"rows": rows, "artifact": getattr(art, "key", None)})
+
     def split(self, name: str) -> pd.DataFrame:
         return self.items[self.items.split == name].reset_index(drop=True)
 

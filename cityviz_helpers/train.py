@@ -33,7 +33,6 @@ from torch import nn
 from .data import CityData, open_rgb
 from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_params
 from .settings import Settings, settings_hash
-from .synthetic import cities_to_dict, DEFAULT_CITIES
 from .utils import progress
 
 CHECKPOINT_VERSION = 1
@@ -109,16 +108,18 @@ def _atomic_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def model_key(settings: Settings, arch: str, seed: int, cities: Sequence[str]) -> str:
-    """Hash of everything that determines a trained model."""
+def model_key(settings: Settings, data: CityData, arch: str, seed: int) -> str:
+    """Hash of everything that determines a trained model: the dataset's
+    fingerprint, the training settings (less the lists of archs and seeds),
+    the architecture and the seed."""
     train = {k: v for k, v in settings["train"].items() if k not in ("archs", "seeds")}
-    return settings_hash({"dataset": settings["dataset"], "train": train, "arch": arch, "seed": seed,
-                          "cities": list(cities), "data": settings.hash("dataset"),
+    return settings_hash({"data": data.fingerprint, "classes": list(data.cities), "train": train,
+                          "image_size": settings["dataset"]["image_size"], "arch": arch, "seed": seed,
                           "version": CHECKPOINT_VERSION})
 
 
-def model_dir(settings: Settings, arch: str, seed: int, cities: Sequence[str]) -> Path:
-    return settings.artifacts_dir / "models" / f"{arch}-s{seed}-{model_key(settings, arch, seed, cities)}"
+def model_dir(settings: Settings, data: CityData, arch: str, seed: int) -> Path:
+    return settings.artifacts_dir / "models" / f"{arch}-s{seed}-{model_key(settings, data, arch, seed)}"
 
 
 @dataclass
@@ -207,7 +208,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     ``_after_batch(epoch, batch)`` is a test hook that may raise to simulate a kill.
     """
     cfg, size = settings["train"], settings["dataset"]["image_size"]
-    folder = model_dir(settings, arch, seed, data.cities)
+    folder = model_dir(settings, data, arch, seed)
     key = folder.name.rsplit("-", 1)[1]
     if (folder / "model.json").exists():
         result = load_checkpoint(folder, arch, data.cities, key, size, device=pick_device(device))
@@ -220,10 +221,14 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     amp = dev.type == "cuda" and cfg["amp"]
     pretrained = arch in cfg["pretrained"] and settings.data != "synthetic"
 
-    torch.manual_seed(seed)
-    model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+    def fresh_start():
+        torch.manual_seed(seed)  # the seed fixes the initial weights
+        model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+        return model, optimizer, scheduler
+
+    model, optimizer, scheduler = fresh_start()
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "lr": []}
     start_epoch, best, seconds = 0, {"val_accuracy": -1.0, "epoch": -1}, 0.0
@@ -246,10 +251,9 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
         except Exception as err:  # an unreadable resume point is ignored, never trusted
             if verbose:
                 print(f"{arch}-s{seed}: ignoring unusable {last.name} ({type(err).__name__}); starting over.")
-            torch.manual_seed(seed)
-            model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
-            optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg["lr_step"], cfg["lr_gamma"])
+            model, optimizer, scheduler = fresh_start()
+            history = {k: [] for k in history}
+            start_epoch, best, seconds = 0, {"val_accuracy": -1.0, "epoch": -1}, 0.0
 
     loss_fn = nn.CrossEntropyLoss()
     n, bs = len(train.images), cfg["batch_size"]

@@ -96,7 +96,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         train_model(s, d, "resnet18", 0, tr, va, verbose=False, _after_batch=kill)
-    folder = model_dir(s, "resnet18", 0, d.cities)
+    folder = model_dir(s, d, "resnet18", 0)
     assert (folder / "last.pt").exists() and not (folder / "model.json").exists()
     with pytest.raises(CheckpointError, match="not a finished checkpoint"):
         load_checkpoint(folder)
@@ -105,6 +105,17 @@ def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
     for (k, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
     assert resumed.meta["history"]["val_accuracy"] == reference.meta["history"]["val_accuracy"]
+
+
+def test_a_different_dataset_never_reuses_a_model(tiny):
+    from cityviz_helpers.synthetic import DEFAULT_CITIES, City, Cue
+
+    s, d, tr, va = tiny
+    changed = tuple(City(c.name, tuple(Cue(q.style, 0.9, q.count) for q in c.cues)) for c in DEFAULT_CITIES)
+    d2 = cvdata.load_dataset(s, cities=changed, verbose=False)
+    assert d2.fingerprint != d.fingerprint
+    assert model_dir(s, d2, "simple", 0) != model_dir(s, d, "simple", 0)
+    assert model_dir(s, cvdata.load_dataset(s, verbose=False), "simple", 0) == model_dir(s, d, "simple", 0)
 
 
 def test_malformed_and_mismatched_checkpoints_are_refused(tiny, tmp_path):
