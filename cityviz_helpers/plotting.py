@@ -11,7 +11,7 @@ import numpy as np
 from .ade20k import class_names
 from .settings import Settings
 
-FIG_DPI = 110
+FIG_DPI = 80  # inline figures: small enough to keep committed notebooks light
 SAVE_DPI = 130
 
 
