@@ -8,13 +8,13 @@ number, each traceable to the notebook that computed it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from .settings import Settings
+from .utils import atomic_write
 
 
 def _plain(value: Any) -> Any:
@@ -66,7 +66,5 @@ def merge_results(settings: Settings, section: str, values: Mapping[str, Any]) -
     else:
         data[section] = _plain(values)
     data.setdefault("profile", settings.profile)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
     return path

@@ -33,7 +33,7 @@ from torch import nn
 from .data import CityData, open_rgb
 from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_params
 from .settings import Settings, settings_hash
-from .utils import progress
+from .utils import atomic_write, progress
 
 CHECKPOINT_VERSION = 1
 
@@ -97,15 +97,11 @@ def split_tensors(data: CityData, split: str, image_size: int, show_progress: bo
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
 
 
 def model_key(settings: Settings, data: CityData, arch: str, seed: int) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .results import merge_results
 from .settings import REPO_ROOT, get_settings
+from .utils import atomic_write
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -38,9 +39,7 @@ def _execute_in_place(path: Path, timeout: int) -> None:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-    tmp = path.with_name(f".{path.name}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: nbformat.write(nb, tmp))
 
 
 def main(argv: list[str] | None = None) -> int:

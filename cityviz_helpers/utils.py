@@ -34,3 +34,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path``.
+
+    A reader never sees a half-written file: either the old one or the new one.
+    A failed write removes its temporary file.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
