@@ -66,6 +66,10 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         flat = _flat_size(self.features, image_size)
         self.classifier = _fc_head(flat, hidden, n_classes)
+        for m in self.modules():  # He initialisation, as torchvision does for VGG: without batch
+            if isinstance(m, nn.Conv2d):  # norm, PyTorch's default leaves these nets stuck at chance
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1))

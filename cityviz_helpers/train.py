@@ -196,8 +196,44 @@ def accuracy(model: nn.Module, split: SplitTensors, device=None) -> float:
     return float((predict(model, split.images, device=device).argmax(1) == split.labels).float().mean())
 
 
-def train_model(settings: Settings, data: CityData, arch: str, seed: int, train: SplitTensors,
-                val: SplitTensors, device: str | torch.device = "auto", verbose: bool = True,
+def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: torch.Tensor, flips: torch.Tensor,
+              batch_size: int, device: torch.device, amp: bool = False, desc: str = "epoch",
+              after_batch: Callable[[int], None] | None = None) -> tuple[float, int]:
+    """One pass over ``train`` in ``order``, flipping the images marked in ``flips``.
+
+    Returns the summed loss and the number of correct predictions. This is the
+    whole data pipeline: images stay as uint8 tensors in memory and are
+    flipped and normalised batch by batch.
+    """
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    n, total_loss, correct = len(order), 0.0, 0
+    bar = progress(range(0, n, batch_size), desc=desc, leave=False)
+    for b, i in enumerate(bar):
+        idx = order[i:i + batch_size]
+        x = train.images[idx]
+        f = flips[idx]
+        x[f] = x[f].flip(-1)
+        x = normalise(x, device)
+        y = train.labels[idx].to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen = min(i + batch_size, n)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if after_batch is not None:
+            after_batch(b)
+    return total_loss, correct
+
+
+def train_model(settings: Settings, data: CityData, arch: str, seed: int, train: SplitTensors | None,
+                val: SplitTensors | None, device: str | torch.device = "auto", verbose: bool = True,
                 _after_batch: Callable[[int, int], None] | None = None) -> TrainedModel:
     """Train one model (or load it if finished, or resume it if interrupted).
 
@@ -206,7 +242,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     cfg, size = settings["train"], settings["dataset"]["image_size"]
     folder = model_dir(settings, data, arch, seed)
     key = folder.name.rsplit("-", 1)[1]
-    if (folder / "model.json").exists():
+    if (folder / "model.json").exists():  # finished earlier: load it (train/val may be None then)
         result = load_checkpoint(folder, arch, data.cities, key, size, device=pick_device(device))
         if verbose:
             print(f"{result.name}: loaded the finished model from {folder.name} "
@@ -217,10 +253,12 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     amp = dev.type == "cuda" and cfg["amp"]
     pretrained = arch in cfg["pretrained"] and settings.data != "synthetic"
 
+    lr = cfg["lr"][arch] if isinstance(cfg["lr"], dict) else cfg["lr"]  # one rate, or one per architecture
+
     def fresh_start():
         torch.manual_seed(seed)  # the seed fixes the initial weights
         model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
         return model, optimizer, scheduler
 
@@ -251,37 +289,16 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
             history = {k: [] for k in history}
             start_epoch, best, seconds = 0, {"val_accuracy": -1.0, "epoch": -1}, 0.0
 
-    loss_fn = nn.CrossEntropyLoss()
-    n, bs = len(train.images), cfg["batch_size"]
+    n = len(train.images)
     for epoch in range(start_epoch, cfg["epochs"]):
         t0 = time.perf_counter()
         gen = _epoch_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))  # dropout of this epoch
         order = torch.randperm(n, generator=gen)
         flips = torch.rand(n, generator=gen) < 0.5
-        model.train()
-        total_loss, correct = 0.0, 0
-        bar = progress(range(0, n, bs), desc=f"{arch}-s{seed} epoch {epoch + 1}/{cfg['epochs']}", leave=False)
-        for b, i in enumerate(bar):
-            idx = order[i:i + bs]
-            x = train.images[idx]
-            f = flips[idx]
-            x[f] = x[f].flip(-1)
-            x = normalise(x, dev)
-            y = train.labels[idx].to(dev)
-            with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                logits = model(x)
-                loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen = min(i + bs, n)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-            if _after_batch is not None:
-                _after_batch(epoch, b)
+        hook = None if _after_batch is None else (lambda b, e=epoch: _after_batch(e, b))
+        total_loss, correct = run_epoch(model, optimizer, scaler, train, order, flips, cfg["batch_size"], dev, amp,
+                                        desc=f"{arch}-s{seed} epoch {epoch + 1}/{cfg['epochs']}", after_batch=hook)
         scheduler.step()
         val_acc = accuracy(model, val, dev)
         seconds += time.perf_counter() - t0
@@ -307,3 +324,24 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
         print(f"{arch}-s{seed}: trained {cfg['epochs']} epochs in {seconds:.0f} s; best val accuracy "
               f"{best['val_accuracy']:.3f} at epoch {best['epoch']}.")
     return result
+
+
+def train_all(settings: Settings, data: CityData, archs: Sequence[str] | None = None,
+              seeds: Sequence[int] | None = None, device: str = "auto",
+              verbose: bool = True) -> dict[str, TrainedModel]:
+    """Every (architecture, seed) model of the settings, trained or loaded; keyed ``"<arch>-s<seed>"``.
+
+    The training and validation images are loaded once and shared by all models.
+    """
+    cfg, size = settings["train"], settings["dataset"]["image_size"]
+    archs, seeds = list(archs or cfg["archs"]), list(seeds if seeds is not None else cfg["seeds"])
+    todo = [(a, s) for a in archs for s in seeds]
+    pending = [(a, s) for a, s in todo if not (model_dir(settings, data, a, s) / "model.json").exists()]
+    train = val = None
+    if pending:  # images are only needed when something is left to train
+        train = split_tensors(data, "train", size)
+        val = split_tensors(data, "val", size)
+        if verbose:
+            print(f"{len(pending)} of {len(todo)} models to train; the others are loaded from the cache.")
+    return {f"{a}-s{s}": train_model(settings, data, a, s, train, val, device=device, verbose=verbose)
+            for a, s in todo}

@@ -154,3 +154,16 @@ def test_malformed_and_mismatched_checkpoints_are_refused(tiny, tmp_path):
     missing = broken("missing", lambda f: (f / "weights.pt").unlink())
     with pytest.raises(CheckpointError, match="not a finished checkpoint"):
         load_checkpoint(missing)
+
+
+def test_train_all_trains_each_model_once(tiny, capsys):
+    from cityviz_helpers.train import train_all
+
+    s, d, _, _ = tiny
+    first = train_all(s, d, archs=["simple"], seeds=[0, 1])
+    second = train_all(s, d, archs=["simple"], seeds=[0, 1])
+    assert list(first) == ["simple-s0", "simple-s1"]
+    assert [m.loaded for m in first.values()] == [False, False]
+    assert [m.loaded for m in second.values()] == [True, True]
+    out = capsys.readouterr().out
+    assert "2 of 2 models to train" in out and out.count("loaded the finished model") == 2
