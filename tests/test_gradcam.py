@@ -1,0 +1,173 @@
+import gc
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cityviz_helpers import gradcam as gc_
+from cityviz_helpers.models import ARCHITECTURES, build_model
+
+
+# ---------------------------------------------------------------- mask helpers
+
+
+def test_binary_mask_keeps_only_pixels_above_the_threshold():
+    cam = np.array([[0.2, 0.5], [0.6, 0.9]])
+    assert gc_.binary_masks(cam, 0.5).tolist() == [[False, False], [True, True]]
+    assert gc_.binary_masks(cam, 0.6).tolist() == [[False, False], [False, True]]
+    assert gc_.mask_area(cam[None], 0.5).tolist() == [0.5]
+    with pytest.raises(ValueError, match="threshold"):
+        gc_.binary_masks(cam, 1.0)
+
+
+def test_visual_explanation_blacks_out_pixels_at_or_below_the_threshold():
+    image = np.full((2, 2, 3), 200, np.uint8)
+    cam = np.array([[0.5, 0.51], [0.0, 1.0]])
+    out = gc_.visual_explanation(image, cam, 0.5)
+    assert out[..., 0].tolist() == [[0, 200], [0, 200]]
+    assert gc_.weighted_image(image, cam)[..., 1].tolist() == [[100, 102], [0, 200]]
+
+
+def test_pointing_game_on_hand_made_maps():
+    region = np.zeros((3, 4, 4), bool)
+    region[:, :2, :2] = True  # top-left quarter
+    maps = np.zeros((3, 4, 4))
+    maps[0, 0, 1] = 1.0  # maximum inside
+    maps[1, 3, 3] = 1.0  # maximum outside
+    # image 2: a flat map: every pixel ties, expected hit = region's share
+    assert gc_.pointing_game(maps, region).tolist() == [1.0, 0.0, 0.25]
+
+
+def test_relevance_mass_on_hand_made_maps():
+    region = np.zeros((2, 2, 2), bool)
+    region[:, 0, 0] = True
+    maps = np.array([[[0.6, 0.2], [0.2, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    score = gc_.relevance_mass(maps, region)
+    assert score[0] == pytest.approx(0.6)
+    assert np.isnan(score[1])  # an all-zero map has no mass to share
+
+
+def test_empty_region_gives_nan_not_a_crash():
+    maps = np.random.default_rng(0).random((2, 5, 5))
+    empty = np.zeros((2, 5, 5), bool)
+    assert np.isnan(gc_.pointing_game(maps, empty)).all()
+    assert np.isnan(gc_.relevance_mass(maps, empty)).all()
+    assert np.isnan(gc_.mask_area(np.zeros((1, 5, 5)), 0.5)).sum() == 0  # an empty mask has area 0
+
+
+def test_baselines():
+    centre = gc_.centre_prior(9)
+    assert centre.argmax() == 4 * 9 + 4 and centre.max() == pytest.approx(1.0)
+    uniform = gc_.baseline_maps("uniform", 2, 4)
+    region = np.zeros((2, 4, 4), bool)
+    region[:, 0, :] = True
+    assert gc_.relevance_mass(uniform, region).tolist() == [0.25, 0.25]  # uniform: the region's area
+    with pytest.raises(ValueError, match="baseline"):
+        gc_.baseline_maps("edges", 1, 4)
+
+
+def test_rank_correlation():
+    a = np.arange(16.0).reshape(1, 4, 4)
+    assert gc_.rank_correlation(a, a * 3 + 1)[0] == pytest.approx(1.0)
+    assert gc_.rank_correlation(a, -a)[0] == pytest.approx(-1.0)
+
+
+def test_uint8_storage_round_trip_within_one_step():
+    maps = np.random.default_rng(1).random((3, 8, 8)).astype(np.float32)
+    assert np.abs(gc_.from_uint8(gc_.to_uint8(maps)) - maps).max() <= 0.5 / 255 + 1e-7
+
+
+# ---------------------------------------------------------------- the CAM helper
+
+
+class TwoChannelNet(nn.Module):
+    """Class 0 looks at channel 0 (red), class 1 at channel 1 (green), globally pooled."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
+        with torch.no_grad():
+            self.features[0].weight.zero_()
+            self.features[0].weight[0, 0] = 1.0
+            self.features[0].weight[1, 1] = 1.0
+        self.head = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.eye(2))
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def _two_patch_images(n=4, size=32):
+    """Bright red top-left, bright green bottom-right, on grey."""
+    img = torch.full((n, 3, size, size), 110, dtype=torch.uint8)
+    img[:, 0, :8, :8] = 255
+    img[:, 1, -8:, -8:] = 255
+    return img
+
+
+def test_gradcam_points_at_the_evidence_of_the_target_class():
+    model = TwoChannelNet()
+    images = _two_patch_images()
+    maps = gc_.cam_maps(model, model.features, images, [0, 0, 1, 1], show_progress=False)
+    assert maps.shape == (4, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+    red, green = np.zeros((4, 32, 32), bool), np.zeros((4, 32, 32), bool)
+    red[:, :8, :8], green[:, -8:, -8:] = True, True
+    truth = np.where(np.array([0, 0, 1, 1])[:, None, None] == 0, red, green)
+    assert gc_.pointing_game(maps, truth).tolist() == [1, 1, 1, 1]
+    assert (gc_.relevance_mass(maps, truth) > 0.5).all()
+
+
+@pytest.mark.parametrize("method", gc_.METHODS)
+def test_every_method_runs_by_name(method):
+    model = build_model("simple", 3, 96, "narrow").eval()
+    images = torch.randint(0, 255, (3, 3, 96, 96), dtype=torch.uint8)
+    maps = gc_.cam_maps(model, "simple", images, [0, 1, 2], method=method, batch_size=2, show_progress=False)
+    assert maps.shape == (3, 96, 96) and np.isfinite(maps).all()
+    assert 0 <= maps.min() and maps.max() <= 1
+
+
+def test_unknown_method_and_bad_targets_are_clear_errors():
+    model = TwoChannelNet()
+    images = _two_patch_images(2)
+    with pytest.raises(ValueError, match="Unknown CAM method"):
+        gc_.cam_maps(model, model.features, images, [0, 1], method="magic")
+    with pytest.raises(ValueError, match="one target class per image"):
+        gc_.cam_maps(model, model.features, images, [0])
+    with pytest.raises(ValueError, match="out of range"):
+        gc_.cam_maps(model, model.features, images, [0, 5], show_progress=False)
+    assert gc_.n_hooks(model) == 0  # a failure inside the helper releases the hooks too
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_many_batches_leave_no_hooks_no_tensors_and_the_same_outputs(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, 4, 96, "narrow").eval()
+    images = torch.randint(0, 255, (40, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = images[:4].float() / 255
+    with torch.no_grad():
+        before = model(x)
+    hooks = gc_.n_hooks(model)
+    gc_.cam_maps(model, arch, images[:8], [0] * 8, batch_size=4, show_progress=False)  # warm up
+    tensors = _live_tensors()
+    for _ in range(3):
+        gc_.cam_maps(model, arch, images, np.arange(40) % 4, batch_size=8, show_progress=False)
+    assert gc_.n_hooks(model) == hooks == 0
+    assert _live_tensors() <= tensors  # nothing accumulates across calls
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+
+
+def test_randomized_copy_differs_and_leaves_the_original_alone():
+    model = build_model("resnet18", 4, 96, "narrow").eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    clone = gc_.randomized_copy(model, seed=1)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert not torch.equal(clone.fc.weight, model.fc.weight)
