@@ -233,3 +233,90 @@ def load_maps(folder: Path) -> dict:
                "predictions": z["predictions"].astype(int)}
     out.update(json.loads((Path(folder) / "images.json").read_text()))
     return out
+
+
+# --------------------------------------------------------------------------
+# The notebook's pipeline: maps of every model, cached; scores per model
+# --------------------------------------------------------------------------
+
+
+def model_maps(settings, data, trained: dict, images, split: str = "test", verbose: bool = True) -> dict[str, dict]:
+    """Grad-CAM maps of ``images`` (a :class:`~cityviz_helpers.train.SplitTensors`)
+    for every trained model, computed once and cached as artifacts.
+
+    Each artifact is keyed by the model's own key, the dataset's fingerprint,
+    the split, the CAM method and the target rule. Returns, per model name, a
+    dict with ``maps`` (N, H, W float32 in [0, 1]), ``targets``,
+    ``predictions`` and the image ``paths``.
+    """
+    import time
+
+    from .artifacts import artifact
+    from .train import predict
+
+    cfg = settings["gradcam"]
+    if cfg["target"] not in ("true", "predicted"):
+        raise ValueError(f"gradcam.target must be 'true' or 'predicted', not {cfg['target']!r}.")
+    _method_class(cfg["method"])  # an unknown method fails before any work
+    paths = list(data.split(split).path)
+    out, computed, start = {}, [], time.perf_counter()
+    for name, m in progress(trained.items(), desc="models", leave=False):
+        def build(folder: Path, m=m, name=name) -> dict:
+            preds = predict(m.model, images.images).argmax(1)
+            targets = images.labels if cfg["target"] == "true" else preds
+            maps = cam_maps(m.model, m.meta["arch"], images.images, targets, cfg["method"], cfg["batch_size"],
+                            show_progress=False)
+            save_maps(folder, maps, targets.numpy(), preds.numpy(), paths,
+                      {"model": name, "method": cfg["method"], "target": cfg["target"], "split": split})
+            return {"model": name, "model_key": m.meta["key"], "n_images": len(maps)}
+
+        art = artifact(settings, f"gradcam-{name}", (), build, verbose=False,
+                       extra={"model_key": m.meta["key"], "data": data.fingerprint, "split": split,
+                              "method": cfg["method"], "target": cfg["target"]})
+        if not art.loaded:
+            computed.append(name)
+        out[name] = load_maps(art.path)
+        out[name]["artifact"] = art.path
+    if verbose:
+        n = len(trained)
+        print(f"{cfg['method']} maps of {len(paths)} {split} images: {n - len(computed)} of {n} models loaded "
+              f"from the cache, {len(computed)} computed ({time.perf_counter() - start:.1f} s in all).")
+    return out
+
+
+def cue_regions(data, split: str, size: int) -> np.ndarray:
+    """Ground truth of the built-in cities: (N, size, size) bool, True on any planted cue."""
+    from PIL import Image
+
+    if not data.has_ground_truth:
+        raise ValueError("These images have no ground truth (only the built-in cities do).")
+    regions = []
+    for path in data.split(split).cue_path:
+        cue = Image.open(path)
+        if cue.size != (size, size):
+            cue = cue.resize((size, size), Image.NEAREST)
+        regions.append(np.asarray(cue) > 0)
+    return np.stack(regions)
+
+
+def ground_truth_scores(maps: np.ndarray, regions: np.ndarray, baseline: str = "centre") -> dict:
+    """Pointing game and relevance mass of ``maps`` and of a baseline map, over the
+    images that contain a cue (the others are counted and excluded)."""
+    has_cue = regions.reshape(len(regions), -1).any(1)
+    base = baseline_maps(baseline, len(maps), maps.shape[1:])
+    per_image = {"pointing_game": pointing_game(maps, regions), "relevance_mass": relevance_mass(maps, regions),
+                 "baseline_pointing_game": pointing_game(base, regions),
+                 "baseline_relevance_mass": relevance_mass(base, regions)}
+    summary = {k: float(np.nanmean(v)) if has_cue.any() else float("nan") for k, v in per_image.items()}
+    summary.update(n_scored=int(has_cue.sum()), n_without_cues=int((~has_cue).sum()))
+    return {"summary": summary, "per_image": per_image}
+
+
+def randomization_check(model: nn.Module, arch: str, images, targets, maps: np.ndarray, method: str = "gradcam",
+                        seed: int = 0, batch_size: int = 50) -> np.ndarray:
+    """Rank correlation, per image, between a model's maps and those of a
+    re-initialised copy (Adebayo et al., 2018): near 0 means the maps depend on
+    what the model learned; near 1 means they would look the same untrained."""
+    random_maps = cam_maps(randomized_copy(model, seed), arch, images, targets, method, batch_size,
+                           show_progress=False)
+    return rank_correlation(maps, random_maps)

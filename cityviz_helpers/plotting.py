@@ -65,3 +65,14 @@ def label_legend(ax, labels: np.ndarray, max_items: int = 12, **kwargs) -> None:
     order = [v for _, v in sorted(zip(-counts, values))][:max_items]
     handles = [Patch(color=pal[v] / 255, label=names[v]) for v in order]
     ax.legend(handles=handles, **kwargs)
+
+
+def heatmap_rgb(cam: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """A map in [0, 1] (H, W) as an RGB image (uint8) in a colour map."""
+    rgba = matplotlib.colormaps[cmap](np.clip(np.asarray(cam, np.float32), 0, 1))
+    return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
+
+
+def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A Grad-CAM map blended over its image (both at the same size)."""
+    return overlay(np.asarray(image), heatmap_rgb(cam), alpha)

@@ -64,6 +64,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "pretrained": ["resnet18"],  # used on real data only; the built-in cities train from scratch
             "amp": True,  # mixed precision on CUDA
         },
+        "gradcam": {
+            "method": "gradcam",  # or gradcam++, layercam, eigencam, scorecam, hirescam, xgradcam
+            "target": "true",  # explain the true city (the paper) or the "predicted" one
+            "thresholds": [0.5, 0.6],  # the paper's two mask thresholds
+            "batch_size": 50,
+            "baseline": "centre",  # the map an explanation must beat: "centre" prior or "uniform"
+            "randomization_images": 100,  # test images for the weight-randomisation sanity check
+        },
     },
     "full": {
         "dataset": {
@@ -87,6 +95,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "lr_gamma": 0.1,
             "pretrained": ["resnet18"],
             "amp": True,
+        },
+        "gradcam": {
+            "method": "gradcam",  # or gradcam++, layercam, eigencam, scorecam, hirescam, xgradcam
+            "target": "true",  # explain the true city (the paper) or the "predicted" one
+            "thresholds": [0.5, 0.6],  # the paper's two mask thresholds
+            "batch_size": 50,
+            "baseline": "centre",  # the map an explanation must beat: "centre" prior or "uniform"
+            "randomization_images": 200,  # test images for the weight-randomisation sanity check
         },
     },
 }

@@ -1,0 +1,275 @@
+"""Unsupervised clustering of the regions that Grad-CAM highlights (notebook 04).
+
+The paper's first way to name what a network looks at, without object labels:
+
+1. **regions**: connected components of each thresholded Grad-CAM mask, at
+   least ``min_area`` pixels (``scipy.ndimage.label``);
+2. **features**: the classifier's own view of a region: its Grad-CAM layer's
+   activations averaged inside the region (each cell of the layer's grid
+   weighted by how much of it the region covers); or, for comparison, a
+   generic view: the region's pixels, masked and resized to a small patch;
+3. standardise, reduce with PCA, cluster with K-means (K chosen by the
+   silhouette score over a range, or fixed), and a 2-D t-SNE map to look at;
+4. per cluster: its composition by city, and which clusters are **enriched**
+   in a city: the city's share in the cluster divided by its share among all
+   regions, with a Wilson interval and a one-sided binomial test
+   (Benjamini-Hochberg corrected over all cluster-city pairs).
+
+On the built-in cities each region also gets its majority ground-truth class
+and the planted cue (if any) that covers most of it, so purity and NMI can be
+measured against the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+from torch import nn
+
+from .utils import progress
+
+
+# --------------------------------------------------------------------------
+# Regions
+# --------------------------------------------------------------------------
+
+
+def connected_regions(mask: np.ndarray, min_area: int = 1, connectivity: int = 8) -> list[np.ndarray]:
+    """Connected components (bool masks) of a 2-D mask with at least ``min_area`` pixels.
+
+    ``connectivity`` 8 joins diagonal neighbours, 4 does not. Largest first.
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, not {mask.shape}")
+    structure = np.ones((3, 3), bool) if connectivity == 8 else None
+    labels, n = ndimage.label(mask, structure=structure)
+    if n == 0:
+        return []
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = [k for k in np.argsort(-areas[1:], kind="stable") + 1 if areas[k] >= min_area]
+    return [labels == k for k in keep]
+
+
+@dataclass
+class Regions:
+    """All regions of one model's masks, one row each, plus their pixels."""
+
+    table: pd.DataFrame  # image, city, area, bbox (y0, y1, x0, x1), and on synthetic data gt_class, cue
+    masks: list[np.ndarray] = field(repr=False)  # full-image bool mask of each region
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def extract_regions(maps: np.ndarray, threshold: float, min_area: int, cities: np.ndarray,
+                    labels: np.ndarray | None = None, cue_maps: np.ndarray | None = None,
+                    cue_names: dict[int, str] | None = None, max_per_image: int | None = None) -> Regions:
+    """Regions of every image's mask, with their city (and ground truth if given).
+
+    ``labels`` (N, H, W) are class label maps and ``cue_maps`` (N, H, W) the
+    cue maps of the built-in cities (value 16 * cue number + instance); a
+    region's ``gt_class`` is its most frequent label, its ``cue`` the cue that
+    covers more than half of it (else ``"none"``).
+    """
+    rows, masks = [], []
+    for i, cam in enumerate(maps):
+        comps = connected_regions(cam > threshold, min_area)
+        for comp in comps[:max_per_image]:
+            ys, xs = np.nonzero(comp)
+            row = {"image": i, "city": cities[i], "area": int(comp.sum()),
+                   "y0": int(ys.min()), "y1": int(ys.max()) + 1, "x0": int(xs.min()), "x1": int(xs.max()) + 1}
+            if labels is not None:
+                row["gt_class"] = int(np.bincount(labels[i][comp]).argmax())
+            if cue_maps is not None:
+                numbers = cue_maps[i][comp] >> 4
+                counts = np.bincount(numbers, minlength=2)
+                counts[0] = 0
+                top = int(counts.argmax())
+                row["cue"] = (cue_names or {}).get(top, str(top)) if counts[top] * 2 > comp.sum() else "none"
+            rows.append(row)
+            masks.append(comp)
+    cols = ["image", "city", "area", "y0", "y1", "x0", "x1"]
+    return Regions(pd.DataFrame(rows, columns=cols + [c for c in ("gt_class", "cue") if rows and c in rows[0]]),
+                   masks)
+
+
+# --------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------
+
+
+def layer_activations(model: nn.Module, layer: nn.Module, images: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
+    """The layer's output (N, C, h, w) for uint8 images, in float32 on the CPU."""
+    from .train import normalise
+
+    device = next(model.parameters()).device
+    grabbed: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().float().cpu()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                model(normalise(images[i:i + batch_size], device))
+    finally:
+        handle.remove()
+    return torch.cat(grabbed)
+
+
+def classifier_features(activations: torch.Tensor, regions: Regions) -> np.ndarray:
+    """Each region's mean activation vector (n_regions, C), cells weighted by the
+    share of each cell of the layer's grid that the region covers."""
+    if not len(regions):
+        return np.zeros((0, activations.shape[1]), np.float32)
+    h, w = activations.shape[-2:]
+    masks = torch.from_numpy(np.stack(regions.masks)).float()[:, None]
+    cover = nn.functional.adaptive_avg_pool2d(masks, (h, w))[:, 0]  # (R, h, w) share of each cell covered
+    acts = activations[torch.tensor(regions.table.image.to_numpy(), dtype=torch.long)]  # (R, C, h, w)
+    weighted = (acts * cover[:, None]).sum((2, 3)) / cover.sum((1, 2)).clamp_min(1e-8)[:, None]
+    return weighted.numpy().astype(np.float32)
+
+
+def region_patches(images: np.ndarray, regions: Regions, size: int = 32, pad: int = 2) -> np.ndarray:
+    """Each region's bounding box cut from its image (outside the region greyed), resized
+    to ``size`` x ``size``: (n_regions, size, size, 3) uint8 for galleries and thumbnails."""
+    from PIL import Image
+
+    out = np.empty((len(regions), size, size, 3), np.uint8)
+    for r, (row, mask) in enumerate(zip(regions.table.itertuples(), regions.masks)):
+        img = np.asarray(images[row.image])
+        y0, y1 = max(0, row.y0 - pad), min(img.shape[0], row.y1 + pad)
+        x0, x1 = max(0, row.x0 - pad), min(img.shape[1], row.x1 + pad)
+        crop = np.where(mask[y0:y1, x0:x1, None], img[y0:y1, x0:x1], 128).astype(np.uint8)
+        out[r] = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def pixel_features(patches: np.ndarray, size: int = 12) -> np.ndarray:
+    """A generic view for comparison: each patch's pixels at ``size`` x ``size``, flattened."""
+    t = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
+    return nn.functional.adaptive_avg_pool2d(t, size).flatten(1).numpy()
+
+
+# --------------------------------------------------------------------------
+# Clustering
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Clustering:
+    labels: np.ndarray  # cluster of each region
+    k: int
+    silhouette: float
+    silhouettes: dict[int, float]  # K -> score over the tried range
+    reduced: np.ndarray  # standardised, PCA-reduced features
+    centres: np.ndarray  # K-means centres in the reduced space
+
+
+def cluster(features: np.ndarray, k: int | None = None, k_range: tuple[int, int] = (4, 12), pca_dim: int = 20,
+            seed: int = 0, silhouette_sample: int = 2000) -> Clustering:
+    """Standardise, PCA, K-means; K by the best silhouette over ``k_range`` unless fixed."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
+    n = len(features)
+    if n < 3:
+        raise ValueError(f"Only {n} regions to cluster: lower clustering.min_area or the mask threshold.")
+    x = StandardScaler().fit_transform(features)
+    dim = min(pca_dim, x.shape[1], n - 1)
+    x = PCA(dim, random_state=seed).fit_transform(x)
+    ks = [k] if k else list(range(k_range[0], min(k_range[1], n - 1) + 1))
+    if not ks or ks[0] >= n:
+        raise ValueError(f"K={ks} needs more than {n} regions.")
+    scores, fits = {}, {}
+    sample = min(silhouette_sample, n)
+    for kk in ks:
+        km = KMeans(kk, n_init=4, random_state=seed).fit(x)
+        fits[kk] = km
+        scores[kk] = float(silhouette_score(x, km.labels_, sample_size=sample, random_state=seed))
+    best = max(scores, key=scores.get)
+    return Clustering(fits[best].labels_, best, scores[best], scores, x, fits[best].cluster_centers_)
+
+
+def tsne_map(reduced: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """A 2-D t-SNE embedding of the reduced features (for viewing only)."""
+    from sklearn.manifold import TSNE
+
+    perplexity = min(perplexity, max(2.0, (len(reduced) - 1) / 3))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
+
+
+def nearest_to_centre(clustering: Clustering, n: int = 8) -> dict[int, np.ndarray]:
+    """Indices of the ``n`` regions closest to each cluster's centre."""
+    out = {}
+    for c in range(clustering.k):
+        members = np.flatnonzero(clustering.labels == c)
+        d = np.linalg.norm(clustering.reduced[members] - clustering.centres[c], axis=1)
+        out[c] = members[np.argsort(d, kind="stable")[:n]]
+    return out
+
+
+# --------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------
+
+
+def wilson_interval(successes: np.ndarray, totals: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (95 % by default)."""
+    k, n = np.asarray(successes, float), np.asarray(totals, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def enrichment(clusters: np.ndarray, cities: np.ndarray, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per (cluster, city): count, cluster size, the city's share in the
+    cluster and overall, their ratio with a 95 % interval, the one-sided binomial
+    p-value (more of this city than its overall share predicts), the
+    Benjamini-Hochberg q-value, and ``enriched`` (q < alpha and ratio > 1)."""
+    from scipy.stats import binomtest
+
+    clusters, cities = np.asarray(clusters), np.asarray(cities)
+    rows = []
+    for c in np.unique(clusters):
+        inside = cities[clusters == c]
+        for city in np.unique(cities):
+            k, n, share = int((inside == city).sum()), len(inside), float((cities == city).mean())
+            lo, hi = wilson_interval(k, n)
+            p = binomtest(k, n, share, alternative="greater").pvalue
+            rows.append({"cluster": int(c), "city": city, "count": k, "cluster_size": n, "share": k / n,
+                         "overall_share": share, "ratio": k / n / share, "ratio_low": lo / share,
+                         "ratio_high": hi / share, "p_value": p})
+    table = pd.DataFrame(rows)
+    table["q_value"] = _benjamini_hochberg(table.p_value.to_numpy())
+    table["enriched"] = (table.q_value < alpha) & (table.ratio > 1)
+    return table
+
+
+def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    from scipy.stats import false_discovery_control
+
+    return false_discovery_control(p, method="bh") if len(p) else p
+
+
+def purity(clusters: np.ndarray, truth: np.ndarray) -> float:
+    """Share of regions whose ground-truth class is their cluster's majority class."""
+    clusters, truth = np.asarray(clusters), np.asarray(truth)
+    if not len(clusters):
+        return float("nan")
+    hits = sum(pd.Series(truth[clusters == c]).value_counts().iloc[0] for c in np.unique(clusters))
+    return float(hits / len(clusters))
+
+
+def nmi(clusters: np.ndarray, truth: np.ndarray) -> float:
+    """Normalised mutual information between clusters and ground-truth classes."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(truth, clusters))

@@ -1,0 +1,91 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cityviz_helpers import clustering as cl
+
+
+def test_connected_regions_of_a_hand_made_mask():
+    mask = np.zeros((8, 8), bool)
+    mask[0:2, 0:3] = True  # 6 pixels
+    mask[5:8, 5:8] = True  # 9 pixels
+    mask[4, 4] = True  # touches the 3x3 block diagonally: joins it with 8-connectivity
+    mask[0, 7] = True  # a lone pixel
+    regions = cl.connected_regions(mask, min_area=1)
+    assert [r.sum() for r in regions] == [10, 6, 1]  # largest first
+    assert [r.sum() for r in cl.connected_regions(mask, min_area=1, connectivity=4)] == [9, 6, 1, 1]
+    assert [r.sum() for r in cl.connected_regions(mask, min_area=2)] == [10, 6]
+    assert cl.connected_regions(np.zeros((4, 4), bool)) == []
+    assert sum(r.sum() for r in regions) == mask.sum() and not (regions[0] & regions[1]).any()
+
+
+def test_extract_regions_carries_city_bbox_and_ground_truth():
+    maps = np.zeros((2, 6, 6), np.float32)
+    maps[0, 0:2, 0:2] = 0.9  # region over a cue (number 1) of label 20
+    maps[1, 3:6, 3:6] = 0.7  # region over plain label 7
+    maps[1, 0, 0] = 0.8  # too small
+    labels = np.full((2, 6, 6), 7, np.uint8)
+    labels[0, 0:2, 0:2] = 20
+    cues = np.zeros((2, 6, 6), np.uint8)
+    cues[0, 0:2, 0:2] = 16 * 1 + 1
+    r = cl.extract_regions(maps, 0.5, 2, np.array(["A", "B"]), labels, cues, {1: "flags"})
+    assert r.table[["image", "city", "area", "gt_class", "cue"]].values.tolist() == [[0, "A", 4, 20, "flags"],
+                                                                                     [1, "B", 9, 7, "none"]]
+    assert r.table.loc[1, ["y0", "y1", "x0", "x1"]].tolist() == [3, 6, 3, 6]
+
+
+def test_classifier_features_average_the_covered_cells():
+    acts = torch.zeros(1, 2, 2, 2)
+    acts[0, 0, 0, 0], acts[0, 1, 1, 1] = 4.0, 8.0
+    mask = np.zeros((4, 4), bool)
+    mask[0:2, 0:2] = True  # exactly the top-left cell of the 2x2 grid
+    regions = cl.Regions(pd.DataFrame({"image": [0]}), [mask])
+    assert cl.classifier_features(acts, regions).tolist() == [[4.0, 0.0]]
+    mask2 = np.zeros((4, 4), bool)
+    mask2[0:2, 0:4] = True  # the two top cells, equally
+    assert cl.classifier_features(acts, cl.Regions(pd.DataFrame({"image": [0]}), [mask2])).tolist() == [[2.0, 0.0]]
+
+
+def test_enrichment_flags_the_over_represented_city_only():
+    # cluster 0: 40 of city A out of 50; overall A is half of 200 regions
+    clusters = np.array([0] * 50 + [1] * 150)
+    cities = np.array(["A"] * 40 + ["B"] * 10 + ["A"] * 60 + ["B"] * 90)
+    t = cl.enrichment(clusters, cities).set_index(["cluster", "city"])
+    assert t.loc[(0, "A"), "ratio"] == pytest.approx(0.8 / 0.5)
+    assert t.loc[(0, "A"), "ratio_low"] < 1.6 < t.loc[(0, "A"), "ratio_high"]
+    assert bool(t.loc[(0, "A"), "enriched"]) and not bool(t.loc[(0, "B"), "enriched"])
+    assert not bool(t.loc[(1, "A"), "enriched"])
+    assert t.loc[(0, "A"), "p_value"] < 1e-4
+
+
+def test_enrichment_is_not_called_on_a_balanced_split():
+    rng = np.random.default_rng(0)
+    cities = rng.choice(["A", "B", "C"], 600)
+    clusters = rng.integers(0, 4, 600)
+    assert not cl.enrichment(clusters, cities).enriched.any()
+
+
+def test_wilson_interval_known_value():
+    lo, hi = cl.wilson_interval(np.array(5), np.array(10))
+    assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+
+
+def test_purity_and_nmi_on_known_labels():
+    clusters = np.array([0, 0, 0, 1, 1, 1])
+    assert cl.purity(clusters, np.array([5, 5, 5, 9, 9, 9])) == 1.0
+    assert cl.purity(clusters, np.array([5, 5, 9, 9, 9, 9])) == pytest.approx(5 / 6)
+    assert cl.nmi(clusters, np.array([5, 5, 5, 9, 9, 9])) == pytest.approx(1.0)
+    assert cl.nmi(clusters, np.array([5, 9, 5, 9, 5, 9])) < 0.1
+
+
+def test_kmeans_finds_well_separated_blobs_and_their_number():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (5, 6))
+    x = np.concatenate([c + rng.normal(0, 0.3, (40, 6)) for c in centres])
+    result = cl.cluster(x, k_range=(2, 8), pca_dim=4)
+    assert result.k == 5 and result.silhouette > 0.7
+    truth = np.repeat(np.arange(5), 40)
+    assert cl.purity(result.labels, truth) == 1.0
+    with pytest.raises(ValueError, match="regions"):
+        cl.cluster(x[:2])
