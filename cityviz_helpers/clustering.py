@@ -273,3 +273,76 @@ def nmi(clusters: np.ndarray, truth: np.ndarray) -> float:
     from sklearn.metrics import normalized_mutual_info_score
 
     return float(normalized_mutual_info_score(truth, clusters))
+
+
+# --------------------------------------------------------------------------
+# One model, end to end (notebook 04)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ModelClusters:
+    name: str
+    regions: Regions
+    features: np.ndarray
+    clustering: Clustering
+    enrichment: pd.DataFrame
+    seconds: dict  # time of each step
+
+    def summary(self) -> dict:
+        """The numbers notebook 04 records in results.json for this model."""
+        t, c = self.regions.table, self.clustering
+        out = {"n_regions": len(t), "k": c.k, "silhouette": round(c.silhouette, 4),
+               "enriched_clusters": [{"cluster": int(r.cluster), "city": r.city, "ratio": round(r.ratio, 3),
+                                      "ratio_ci95": [round(r.ratio_low, 3), round(r.ratio_high, 3)],
+                                      "q_value": float(f"{r.q_value:.3g}")}
+                                     for r in self.enrichment[self.enrichment.enriched].itertuples()]}
+        if "gt_class" in t:
+            out["purity"] = round(purity(c.labels, t.gt_class.to_numpy()), 4)
+            out["nmi"] = round(nmi(c.labels, t.gt_class.to_numpy()), 4)
+        return out
+
+    def top_enriched(self) -> pd.DataFrame:
+        """Each city's most enriched cluster (highest ratio among the enriched ones),
+        with, on the built-in cities, the planted cue that makes up most of it."""
+        rows = []
+        e = self.enrichment[self.enrichment.enriched]
+        for city, group in e.groupby("city", sort=True):
+            best = group.sort_values("ratio", ascending=False).iloc[0]
+            row = {"city": city, "cluster": int(best.cluster), "ratio": best.ratio, "ratio_low": best.ratio_low,
+                   "ratio_high": best.ratio_high, "regions": int(best.cluster_size)}
+            if "cue" in self.regions.table:
+                cues = self.regions.table.cue[self.clustering.labels == best.cluster].value_counts(normalize=True)
+                cues = cues.drop("none", errors="ignore")
+                row["main_cue"] = cues.index[0] if len(cues) else "none"
+                row["main_cue_share"] = float(cues.iloc[0]) if len(cues) else 0.0
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def analyse_model(name: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, maps: np.ndarray,
+                  cities: np.ndarray, cfg: dict, labels: np.ndarray | None = None, cue_maps: np.ndarray | None = None,
+                  cue_names: dict[int, str] | None = None) -> ModelClusters:
+    """Regions, features, clusters and enrichment of one model's masks, with
+    ``cfg`` the ``clustering`` settings section."""
+    import time
+
+    seconds = {}
+    t0 = time.perf_counter()
+    regions = extract_regions(maps, cfg["threshold"], cfg["min_area"], cities, labels, cue_maps, cue_names,
+                              cfg["max_per_image"])
+    seconds["regions"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if cfg["features"] == "classifier":
+        features = classifier_features(layer_activations(model, layer, images), regions)
+    elif cfg["features"] == "pixels":
+        hwc = images.permute(0, 2, 3, 1).numpy()
+        features = pixel_features(region_patches(hwc, regions, cfg["patch_size"]))
+    else:
+        raise ValueError(f"clustering.features must be 'classifier' or 'pixels', not {cfg['features']!r}.")
+    seconds["features"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = cluster(features, cfg["k"], tuple(cfg["k_range"]), cfg["pca_dim"], cfg["seed"])
+    seconds["clustering"] = time.perf_counter() - t0
+    return ModelClusters(name, regions, features, result, enrichment(result.labels, regions.table.city.to_numpy()),
+                         seconds)

@@ -322,6 +322,20 @@ def load_dataset(settings: Settings, cities: Sequence[City] = DEFAULT_CITIES, ve
     return data
 
 
+def ground_truth(data: CityData, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label maps and cue maps (both (N, size, size) uint8) of a split of the
+    built-in cities, resized (nearest) to ``size`` if drawn at another size."""
+    if not data.has_ground_truth:
+        raise ValueError("These images have no ground truth: only the built-in cities do.")
+
+    def read(path):
+        img = Image.open(path)
+        return np.asarray(img if img.size == (size, size) else img.resize((size, size), Image.NEAREST))
+
+    items = data.split(split)
+    return (np.stack([read(p) for p in items.label_path]), np.stack([read(p) for p in items.cue_path]))
+
+
 # --------------------------------------------------------------------------
 # The no-shortcut check
 # --------------------------------------------------------------------------

@@ -286,17 +286,9 @@ def model_maps(settings, data, trained: dict, images, split: str = "test", verbo
 
 def cue_regions(data, split: str, size: int) -> np.ndarray:
     """Ground truth of the built-in cities: (N, size, size) bool, True on any planted cue."""
-    from PIL import Image
+    from .data import ground_truth
 
-    if not data.has_ground_truth:
-        raise ValueError("These images have no ground truth (only the built-in cities do).")
-    regions = []
-    for path in data.split(split).cue_path:
-        cue = Image.open(path)
-        if cue.size != (size, size):
-            cue = cue.resize((size, size), Image.NEAREST)
-        regions.append(np.asarray(cue) > 0)
-    return np.stack(regions)
+    return ground_truth(data, split, size)[1] > 0
 
 
 def ground_truth_scores(maps: np.ndarray, regions: np.ndarray, baseline: str = "centre") -> dict:

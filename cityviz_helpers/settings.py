@@ -72,6 +72,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "baseline": "centre",  # the map an explanation must beat: "centre" prior or "uniform"
             "randomization_images": 100,  # test images for the weight-randomisation sanity check
         },
+        "clustering": {
+            "threshold": 0.5,  # mask threshold whose regions are clustered
+            "min_area": 24,  # pixels: smaller connected components are ignored
+            "max_per_image": 4,  # largest regions kept per image
+            "features": "classifier",  # the classifier's own view, or "pixels" (a generic view)
+            "patch_size": 32,  # pixels of the thumbnails (and of the "pixels" features)
+            "pca_dim": 20,
+            "k": None,  # None: chosen by silhouette over k_range
+            "k_range": [4, 12],
+            "tsne_perplexity": 30,
+            "seed": 0,
+        },
     },
     "full": {
         "dataset": {
@@ -103,6 +115,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 50,
             "baseline": "centre",  # the map an explanation must beat: "centre" prior or "uniform"
             "randomization_images": 200,  # test images for the weight-randomisation sanity check
+        },
+        "clustering": {
+            "threshold": 0.5,  # mask threshold whose regions are clustered
+            "min_area": 130,  # pixels: smaller connected components are ignored
+            "max_per_image": 4,  # largest regions kept per image
+            "features": "classifier",  # the classifier's own view, or "pixels" (a generic view)
+            "patch_size": 48,  # pixels of the thumbnails (and of the "pixels" features)
+            "pca_dim": 20,
+            "k": None,  # None: chosen by silhouette over k_range
+            "k_range": [4, 12],
+            "tsne_perplexity": 30,
+            "seed": 0,
         },
     },
 }

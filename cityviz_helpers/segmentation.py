@@ -1,0 +1,387 @@
+"""Segmentation models and object statistics inside the Grad-CAM masks (notebook 05).
+
+Label values follow ADE20K everywhere: 0 is "unlabelled", 1..150 are the
+classes of ``cityviz_helpers/data/ade20k_object150_info.csv`` in order, and
+:data:`OUTSIDE` (151) marks pixels outside a mask, as in the paper.
+
+Three segmenters share one interface, :class:`Segmenter` (uint8 image batch in,
+label map at the classifier's input size out, plus the class names):
+
+- :class:`SmpSegmenter` wraps a ``segmentation-models-pytorch`` model: on the
+  built-in cities a small one trained here (:func:`train_synthetic_segmenter`,
+  encoder weights ``None``: nothing is downloaded); on real images an
+  ADE20K-trained model loaded offline from a local folder
+  (:func:`load_ade20k_segmenter`).
+- :class:`OracleSegmenter` returns the built-in cities' ground-truth label maps,
+  to show how much segmentation errors change the statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ade20k import class_names
+from .utils import progress
+
+N_LABELS = 151  # 0 = unlabelled, 1..150 = ADE20K classes
+OUTSIDE = 151  # the paper's extra label for pixels outside a mask
+
+
+class Segmenter:
+    """Image batch (uint8, N x 3 x H x W) in, label maps (N x H x W, ADE20K values) out."""
+
+    name = "segmenter"
+
+    @property
+    def class_names(self) -> list[str]:
+        return class_names()
+
+    def __call__(self, images: torch.Tensor, indices: Sequence[int] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OracleSegmenter(Segmenter):
+    """The ground truth of the built-in cities: perfect segmentation.
+
+    It cannot look at pixels, so it needs the ``indices`` of the images in the
+    split it was made for.
+    """
+
+    name = "oracle"
+
+    def __init__(self, label_maps: np.ndarray):
+        self.label_maps = np.asarray(label_maps)
+
+    def __call__(self, images, indices=None):
+        if indices is None:
+            raise ValueError("The oracle segmenter needs the images' indices in its split (indices=...).")
+        return self.label_maps[np.asarray(indices)]
+
+
+class SmpSegmenter(Segmenter):
+    """A ``segmentation-models-pytorch`` model; output channel k means label ``labels[k]``."""
+
+    def __init__(self, model: nn.Module, labels: Sequence[int], name: str = "trained", input_size: int | None = None,
+                 batch_size: int = 32):
+        self.model = model.eval()
+        self.labels = torch.as_tensor(list(labels), dtype=torch.uint8)
+        self.name = name
+        self.input_size = input_size  # resize to this before the model (None: as given)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, images, indices=None):
+        from .train import normalise
+
+        device = next(self.model.parameters()).device
+        size = images.shape[-2:]
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = normalise(images[i:i + self.batch_size], device)
+            if self.input_size and tuple(size) != (self.input_size, self.input_size):
+                x = nn.functional.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+            logits = self.model(x)
+            if logits.shape[-2:] != size:  # back to the classifier's input size
+                logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            out.append(self.labels[logits.argmax(1).cpu()])
+        return torch.cat(out).numpy()
+
+
+# --------------------------------------------------------------------------
+# The built-in cities: a small model trained on their label maps
+# --------------------------------------------------------------------------
+
+
+def build_smp(cfg: dict, n_classes: int) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    arch = getattr(smp, cfg["architecture"], None)
+    if arch is None:
+        raise ValueError(f"segmentation-models-pytorch has no architecture {cfg['architecture']!r}.")
+    kwargs = dict(encoder_name=cfg["encoder"], encoder_weights=None, classes=n_classes)
+    if cfg.get("encoder_depth"):
+        kwargs["encoder_depth"] = cfg["encoder_depth"]
+    if cfg.get("decoder_channels"):
+        kwargs["decoder_channels"] = tuple(cfg["decoder_channels"])
+    return arch(**kwargs)
+
+
+def _label_lookup(labels: Sequence[int]) -> torch.Tensor:
+    lut = torch.full((256,), -100, dtype=torch.long)  # unknown values are ignored by the loss
+    lut[torch.as_tensor(list(labels))] = torch.arange(len(labels))
+    return lut
+
+
+def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmenter:
+    """Train (or load from the cache) the segmentation model of the built-in cities."""
+    from .artifacts import artifact
+    from .data import ground_truth
+    from .train import load_images, normalise, pick_device
+
+    cfg, size = settings["segmentation"], settings["dataset"]["image_size"]
+    if not data.has_ground_truth:
+        raise ValueError("Training a segmenter needs label maps: only the built-in cities have them. "
+                         "On real images use load_ade20k_segmenter (see README, 'Run on real street images').")
+
+    def build(folder: Path) -> dict:
+        torch.manual_seed(cfg["seed"])
+        gen = torch.Generator().manual_seed(cfg["seed"])
+        images = load_images(list(data.split("train").path), size, show_progress=False)
+        labels = torch.from_numpy(ground_truth(data, "train", size)[0].astype(np.int64))
+        present = sorted(int(v) for v in torch.unique(labels) if v != 0)
+        lut = _label_lookup(present)
+        target_all = lut[labels]
+        device = pick_device()
+        model = build_smp(cfg, len(present)).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+        steps = cfg["epochs"] * ((len(images) + cfg["batch_size"] - 1) // cfg["batch_size"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
+        loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+        start = time.perf_counter()
+        model.train()
+        for epoch in progress(range(cfg["epochs"]), desc="segmenter", leave=False):
+            order = torch.randperm(len(images), generator=gen)
+            flips = torch.rand(len(images), generator=gen) < 0.5
+            for i in range(0, len(images), cfg["batch_size"]):
+                idx = order[i:i + cfg["batch_size"]]
+                x, y = images[idx].clone(), target_all[idx].clone()
+                f = flips[idx]
+                x[f], y[f] = x[f].flip(-1), y[f].flip(-1)
+                loss = loss_fn(model(normalise(x, device)), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
+        meta = {"labels": present, "train_seconds": round(time.perf_counter() - start, 1),
+                "n_train_images": len(images), "model_config": cfg}
+        (folder / "segmenter.json").write_text(json.dumps(meta, indent=1))
+        return meta
+
+    art = artifact(settings, "segmenter", ("segmentation",), build, verbose=False,
+                   extra={"data": data.fingerprint, "image_size": size})
+    meta = json.loads((art.path / "segmenter.json").read_text())
+    model = build_smp(cfg, len(meta["labels"]))
+    model.load_state_dict(torch.load(art.path / "weights.pt", map_location="cpu", weights_only=True))
+    if verbose:
+        how = "loaded from the cache" if art.loaded else f"trained in {meta['train_seconds']:.0f} s"
+        print(f"segmenter: {cfg['architecture']} with a {cfg['encoder']} encoder (no pretrained weights), "
+              f"{len(meta['labels'])} classes, {how} ({art.path.name}).")
+    return SmpSegmenter(model.to(pick_device()), meta["labels"], name="trained", batch_size=cfg["batch_size"])
+
+
+# --------------------------------------------------------------------------
+# Real images: an ADE20K-trained model from a local folder
+# --------------------------------------------------------------------------
+
+
+def load_ade20k_segmenter(folder: str | Path, input_size: int | None = 256) -> SmpSegmenter:
+    """An ADE20K-trained smp model (150 classes) saved with ``save_pretrained``
+    in ``folder`` (``data_download.sh --weights`` puts one in ``models/``).
+
+    Loaded offline; output channel k is ADE20K label k + 1.
+    """
+    import segmentation_models_pytorch as smp
+    from .train import pick_device
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(
+            f"No segmentation model in {folder} (config.json is missing). Fetch the ADE20K Segformer once "
+            "with `./data_download.sh --weights` (needs internet); it is saved there for offline use.")
+    model = smp.from_pretrained(str(folder))
+    n = model.segmentation_head[0].out_channels if hasattr(model, "segmentation_head") else None
+    if n is not None and n != 150:
+        raise ValueError(f"The model in {folder} predicts {n} classes, not ADE20K's 150.")
+    return SmpSegmenter(model.to(pick_device()), range(1, 151), name=f"ade20k:{folder.name}", input_size=input_size)
+
+
+# --------------------------------------------------------------------------
+# Quality against ground truth
+# --------------------------------------------------------------------------
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray, n: int = N_LABELS) -> np.ndarray:
+    """(n, n) pixel counts: rows true label, columns predicted."""
+    pred, truth = np.asarray(pred, np.int64).ravel(), np.asarray(truth, np.int64).ravel()
+    return np.bincount(truth * n + pred, minlength=n * n).reshape(n, n)
+
+
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    """IoU of each label (NaN for labels absent from both truth and prediction)."""
+    tp = np.diag(conf).astype(float)
+    union = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(conf: np.ndarray, ignore: Sequence[int] = (0,)) -> float:
+    """Mean IoU over the labels present in the ground truth (``ignore`` excluded)."""
+    iou = iou_per_class(conf)
+    present = conf.sum(1) > 0
+    present[list(ignore)] = False
+    return float(np.nanmean(iou[present]))
+
+
+# --------------------------------------------------------------------------
+# Object statistics inside the masks
+# --------------------------------------------------------------------------
+
+
+def pixel_counts(labels: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """Per-image pixel counts of each label, (N, 151), with one bincount for the batch.
+
+    With ``masks`` (N, H, W bool), pixels outside the mask get the label
+    :data:`OUTSIDE` and are not counted (the paper's rule).
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    if masks is not None:
+        labels = np.where(masks, labels, OUTSIDE)
+    flat = labels.reshape(n, -1) + (np.arange(n) * (N_LABELS + 1))[:, None]
+    counts = np.bincount(flat.ravel(), minlength=n * (N_LABELS + 1)).reshape(n, N_LABELS + 1)
+    return counts[:, :N_LABELS]
+
+
+def dominant_objects(counts: np.ndarray, ignore: Sequence[int] = (0,)) -> tuple[np.ndarray, np.ndarray]:
+    """The dominant class of each image's mask and the second one, kept (else -1)
+    when its count is more than half the first's (the original code's rule).
+    An empty mask gives -1 for both."""
+    c = np.asarray(counts, float).copy()
+    c[:, list(ignore)] = 0
+    order = np.argsort(-c, axis=1, kind="stable")
+    first, second = order[:, 0], order[:, 1]
+    rows = np.arange(len(c))
+    top, runner = c[rows, first], c[rows, second]
+    first = np.where(top > 0, first, -1)
+    second = np.where((runner > 0.5 * top) & (top > 0), second, -1)
+    return first, second
+
+
+def shares(counts: np.ndarray, ignore: Sequence[int] = (0,)) -> np.ndarray:
+    """Pooled class shares (151,) of summed counts (``ignore`` labels left out)."""
+    total = np.asarray(counts, float).sum(0)
+    total[list(ignore)] = 0
+    s = total.sum()
+    return total / s if s else np.full(len(total), np.nan)
+
+
+def bootstrap_shares(counts: np.ndarray, n_boot: int = 500, seed: int = 0, ignore: Sequence[int] = (0,)) -> np.ndarray:
+    """(n_boot, 151) pooled shares over images resampled with replacement:
+    one matrix product per batch of resamples, no Python loop over images."""
+    counts = np.asarray(counts, float).copy()
+    counts[:, list(ignore)] = 0
+    rng = np.random.default_rng(seed)
+    n = len(counts)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # (B, n)
+    totals = weights @ counts  # (B, 151)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return totals / totals.sum(1, keepdims=True)
+
+
+def city_statistics(mask_counts: np.ndarray, image_counts: np.ndarray, n_boot: int = 500, seed: int = 0,
+                    ignore: Sequence[int] = (0,)) -> dict[str, np.ndarray]:
+    """For one city's images: share of each class inside the masks and in the whole
+    images, their ratio, how often each class is dominant, each with a 95 %
+    bootstrap interval (``*_low``, ``*_high``) over images."""
+    inside, whole = shares(mask_counts, ignore), shares(image_counts, ignore)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = inside / whole
+    first, second = dominant_objects(mask_counts, ignore)
+    dom = np.zeros((len(first), N_LABELS))
+    has = first >= 0
+    dom[np.flatnonzero(has), first[has]] = 1
+    two = second >= 0
+    dom[np.flatnonzero(two), second[two]] = 1
+    rng_seed = seed
+    b_in = bootstrap_shares(mask_counts, n_boot, rng_seed, ignore)
+    b_whole = bootstrap_shares(image_counts, n_boot, rng_seed, ignore)  # same resamples of the same images
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b_ratio = b_in / b_whole
+    rng = np.random.default_rng(rng_seed)
+    n = len(dom)
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) if n else np.zeros((n_boot, 0))
+    b_dom = w @ dom / max(n, 1)
+    out = {"share_in_mask": inside, "share_in_image": whole, "ratio": ratio,
+           "dominant": dom.mean(0) if n else np.zeros(N_LABELS)}
+    for key, boot in (("share_in_mask", b_in), ("share_in_image", b_whole), ("ratio", b_ratio), ("dominant", b_dom)):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every resample: NaN
+            out[f"{key}_low"] = np.nanpercentile(boot, 2.5, axis=0) if len(boot) else boot
+            out[f"{key}_high"] = np.nanpercentile(boot, 97.5, axis=0) if len(boot) else boot
+    return out
+
+
+def top_classes(stats: dict, k: int = 3, min_share: float = 0.01) -> list[int]:
+    """The ``k`` classes with the highest attention-beyond-area ratio among those
+    that make up at least ``min_share`` of the pixels inside the masks."""
+    ratio = np.where(stats["share_in_mask"] >= min_share, np.nan_to_num(stats["ratio"], nan=-1.0), -1.0)
+    order = np.argsort(-ratio, kind="stable")
+    return [int(c) for c in order[:k] if ratio[c] > 0]
+
+
+# --------------------------------------------------------------------------
+# Architecture versus initialization
+# --------------------------------------------------------------------------
+
+
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two distributions."""
+    from scipy.spatial.distance import jensenshannon
+
+    p, q = np.nan_to_num(np.asarray(p, float)), np.nan_to_num(np.asarray(q, float))
+    if p.sum() == 0 or q.sum() == 0:
+        return float("nan")
+    return float(jensenshannon(p, q, base=2))
+
+
+def model_distance(stats_a: dict[str, dict], stats_b: dict[str, dict]) -> float:
+    """Mean over cities of the JS distance between two models' in-mask class distributions."""
+    return float(np.nanmean([js_distance(stats_a[c]["share_in_mask"], stats_b[c]["share_in_mask"])
+                             for c in stats_a]))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over images of the IoU of two models' masks (images where both are empty skipped)."""
+    a, b = np.asarray(a, bool).reshape(len(a), -1), np.asarray(b, bool).reshape(len(b), -1)
+    union = (a | b).sum(1)
+    inter = (a & b).sum(1)
+    ok = union > 0
+    return float((inter[ok] / union[ok]).mean()) if ok.any() else float("nan")
+
+
+def within_between(distance: np.ndarray, groups: Sequence) -> tuple[float, float]:
+    """Mean distance over pairs in the same group and over pairs in different groups."""
+    g = np.asarray(groups)
+    iu = np.triu_indices(len(g), 1)
+    same = g[iu[0]] == g[iu[1]]
+    d = np.asarray(distance)[iu]
+    return float(np.nanmean(d[same])), float(np.nanmean(d[~same]))
+
+
+def permutation_test(distance: np.ndarray, groups: Sequence, n_perm: int = 5000, seed: int = 0) -> dict:
+    """Is the mean distance between groups larger than within them, more than a
+    random relabelling of the models would give?
+
+    The statistic is between minus within; the p-value is the share of
+    permutations of the group labels (with the observed one counted) whose
+    statistic is at least the observed one.
+    """
+    within, between = within_between(distance, groups)
+    observed = between - within
+    rng = np.random.default_rng(seed)
+    g = np.asarray(groups)
+    hits = 0
+    for _ in range(n_perm):
+        w, b = within_between(distance, rng.permutation(g))
+        hits += (b - w) >= observed - 1e-12
+    return {"within": within, "between": between, "statistic": observed,
+            "p_value": (hits + 1) / (n_perm + 1), "n_perm": n_perm}

@@ -1,0 +1,136 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cityviz_helpers import segmentation as seg
+
+
+def test_pixel_counts_inside_a_mask_by_hand():
+    labels = np.array([[[1, 1, 2], [2, 2, 0], [3, 3, 3]]])
+    mask = np.array([[[True, True, False], [True, False, False], [False, False, True]]])
+    inside = seg.pixel_counts(labels, mask)[0]
+    whole = seg.pixel_counts(labels)[0]
+    assert inside[:4].tolist() == [0, 2, 1, 1] and inside.sum() == 4  # outside pixels are not counted
+    assert whole[:4].tolist() == [1, 2, 3, 3] and whole.sum() == 9
+    assert seg.pixel_counts(np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), bool)).sum() == 0
+
+
+def test_pixel_counts_are_per_image_in_a_batch():
+    labels = np.stack([np.full((2, 2), 5), np.full((2, 2), 7)])
+    counts = seg.pixel_counts(labels)
+    assert counts[0, 5] == 4 and counts[0, 7] == 0 and counts[1, 7] == 4
+
+
+def test_dominant_object_and_the_second_label_rule():
+    counts = np.zeros((4, seg.N_LABELS), int)
+    counts[0, [3, 5]] = [10, 6]  # 6 > 10 / 2: second label kept
+    counts[1, [3, 5]] = [10, 5]  # 5 is not more than half: dropped
+    counts[2, [0, 4]] = [50, 2]  # unlabelled is ignored: 4 dominates
+    first, second = seg.dominant_objects(counts)
+    assert first.tolist() == [3, 3, 4, -1] and second.tolist() == [5, -1, -1, -1]
+
+
+def test_shares_ratio_and_dominance_for_one_city_by_hand():
+    # two images; inside the masks: image 0 has 3 px of class 1, image 1 has 1 px of class 1 and 4 px of class 2
+    mask_counts = np.zeros((2, seg.N_LABELS))
+    mask_counts[0, 1], mask_counts[1, [1, 2]] = 3, [1, 4]
+    image_counts = np.zeros((2, seg.N_LABELS))
+    image_counts[0, [1, 2]], image_counts[1, [1, 2]] = [4, 6], [2, 8]
+    stats = seg.city_statistics(mask_counts, image_counts, n_boot=200)
+    assert stats["share_in_mask"][[1, 2]] == pytest.approx([4 / 8, 4 / 8])
+    assert stats["share_in_image"][[1, 2]] == pytest.approx([6 / 20, 14 / 20])
+    assert stats["ratio"][1] == pytest.approx((4 / 8) / (6 / 20))
+    assert stats["dominant"][[1, 2]] == pytest.approx([0.5, 0.5])  # image 1: class 2 first, class 1 not > half
+    assert stats["share_in_mask_low"][1] <= stats["share_in_mask"][1] <= stats["share_in_mask_high"][1]
+
+
+def test_bootstrap_interval_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    def width(n):
+        c = np.zeros((n, seg.N_LABELS))
+        c[:, 1] = rng.integers(0, 10, n)
+        c[:, 2] = rng.integers(0, 10, n)
+        b = seg.bootstrap_shares(c, 400)
+        return np.percentile(b[:, 1], 97.5) - np.percentile(b[:, 1], 2.5)
+    assert width(400) < width(20) / 2
+
+
+def test_top_classes_ignores_rare_classes():
+    stats = {"share_in_mask": np.zeros(seg.N_LABELS), "ratio": np.zeros(seg.N_LABELS)}
+    stats["share_in_mask"][[5, 6, 7, 8]] = [0.3, 0.3, 0.001, 0.2]
+    stats["ratio"][[5, 6, 7, 8]] = [1.5, 2.0, 9.0, 0.5]
+    assert seg.top_classes(stats, k=3, min_share=0.01) == [6, 5, 8]
+
+
+def test_confusion_and_miou_by_hand():
+    truth = np.array([1, 1, 2, 2, 0])
+    pred = np.array([1, 2, 2, 2, 1])
+    conf = seg.confusion(pred, truth)
+    iou = seg.iou_per_class(conf)
+    assert iou[1] == pytest.approx(1 / 3) and iou[2] == pytest.approx(2 / 3)
+    assert seg.mean_iou(conf) == pytest.approx(0.5)  # label 0 ignored
+
+
+def test_js_distance_on_known_distributions():
+    p = np.array([1.0, 0, 0])
+    assert seg.js_distance(p, p) == pytest.approx(0)
+    assert seg.js_distance(p, np.array([0, 1.0, 0])) == pytest.approx(1)
+    assert 0 < seg.js_distance(p, np.array([0.5, 0.5, 0])) < 1
+
+
+def test_mask_iou():
+    a = np.zeros((2, 2, 2), bool)
+    b = np.zeros((2, 2, 2), bool)
+    a[0, 0, :] = True
+    b[0, :, 0] = True  # image 0: 1 shared of 3; image 1: both empty (skipped)
+    assert seg.mask_iou(a, b) == pytest.approx(1 / 3)
+
+
+def _distance_matrix(points):
+    return np.linalg.norm(points[:, None] - points[None], axis=-1)
+
+
+def test_permutation_test_small_p_when_groups_differ():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b", "c", "d"], 3)
+    centres = {"a": 0, "b": 5, "c": 10, "d": 15}
+    points = np.array([[centres[g] + rng.normal(0, 0.5)] for g in groups])
+    r = seg.permutation_test(_distance_matrix(points), groups, n_perm=1000)
+    assert r["between"] > r["within"] and r["p_value"] < 0.01
+
+
+def test_permutation_test_uniformish_p_when_groups_are_alike():
+    groups = np.repeat(["a", "b", "c", "d"], 2)
+    ps = []
+    for seed in range(60):
+        points = np.random.default_rng(seed).normal(0, 1, (8, 3))
+        ps.append(seg.permutation_test(_distance_matrix(points), groups, n_perm=300, seed=seed)["p_value"])
+    ps = np.array(ps)
+    assert 0.35 < ps.mean() < 0.65  # uniform on [0, 1] has mean 0.5
+    assert 0.02 < (ps < 0.1).mean() < 0.25  # and about 10 % below 0.1
+
+
+def test_oracle_segmenter_needs_indices_and_returns_the_truth():
+    maps = np.arange(2 * 3 * 3).reshape(2, 3, 3) % 5
+    oracle = seg.OracleSegmenter(maps)
+    assert (oracle(None, [1]) == maps[[1]]).all()
+    with pytest.raises(ValueError, match="indices"):
+        oracle(torch.zeros(1, 3, 3, 3, dtype=torch.uint8))
+
+
+def test_ade20k_folder_loads_offline_through_the_real_loader(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    model = smp.Segformer(encoder_name="mit_b0", encoder_weights=None, classes=150)
+    model.save_pretrained(str(tmp_path / "segformer"))
+    segmenter = seg.load_ade20k_segmenter(tmp_path / "segformer", input_size=64)
+    out = segmenter(torch.randint(0, 255, (2, 3, 48, 48), dtype=torch.uint8))
+    assert out.shape == (2, 48, 48) and out.min() >= 1 and out.max() <= 150
+
+
+def test_missing_ade20k_folder_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_download.sh --weights"):
+        seg.load_ade20k_segmenter(tmp_path / "nothing")
