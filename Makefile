@@ -34,7 +34,7 @@ unit: $(VENV)/.installed
 # Re-execute the committed notebooks in place (quick profile), so their outputs
 # are those of a fresh run; commit the result.
 notebooks: $(VENV)/.installed
-	CITYVIZ_PROFILE=quick $(PY) -m cityviz_helpers.tutorial --profile quick --in-place
+	CITYVIZ_QUIET=1 CITYVIZ_PROFILE=quick $(PY) -m cityviz_helpers.tutorial --profile quick --in-place
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_synthetic.py

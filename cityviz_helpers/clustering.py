@@ -73,8 +73,10 @@ def extract_regions(maps: np.ndarray, threshold: float, min_area: int, cities: n
 
     ``labels`` (N, H, W) are class label maps and ``cue_maps`` (N, H, W) the
     cue maps of the built-in cities (value 16 * cue number + instance); a
-    region's ``gt_class`` is its most frequent label, its ``cue`` the cue that
-    covers more than half of it (else ``"none"``).
+    region's ``gt_class`` is its most frequent label, its ``cue`` the planted
+    cue it shows: one whose instance lies at least half inside it (else
+    ``"none"``). A mask region is usually larger than the object it found, so
+    "shows the cue" asks whether the object is in it, not whether it fills it.
     """
     rows, masks = [], []
     for i, cam in enumerate(maps):
@@ -86,16 +88,24 @@ def extract_regions(maps: np.ndarray, threshold: float, min_area: int, cities: n
             if labels is not None:
                 row["gt_class"] = int(np.bincount(labels[i][comp]).argmax())
             if cue_maps is not None:
-                numbers = cue_maps[i][comp] >> 4
-                counts = np.bincount(numbers, minlength=2)
-                counts[0] = 0
-                top = int(counts.argmax())
-                row["cue"] = (cue_names or {}).get(top, str(top)) if counts[top] * 2 > comp.sum() else "none"
+                row["cue"] = _region_cue(cue_maps[i], comp, cue_names)
             rows.append(row)
             masks.append(comp)
     cols = ["image", "city", "area", "y0", "y1", "x0", "x1"]
     return Regions(pd.DataFrame(rows, columns=cols + [c for c in ("gt_class", "cue") if rows and c in rows[0]]),
                    masks)
+
+
+def _region_cue(cue_map: np.ndarray, region: np.ndarray, cue_names: dict[int, str] | None) -> str:
+    """The planted cue a region shows: among the cue instances that lie at least
+    half inside the region, the one with the most pixels in it ("none" if none)."""
+    inside = np.bincount(cue_map[region].ravel(), minlength=256)
+    whole = np.bincount(cue_map.ravel(), minlength=256)
+    shown = [(inside[v], v) for v in np.flatnonzero(inside) if v and 2 * inside[v] >= whole[v]]
+    if not shown:
+        return "none"
+    number = int(max(shown)[1]) >> 4
+    return (cue_names or {}).get(number, str(number))
 
 
 # --------------------------------------------------------------------------

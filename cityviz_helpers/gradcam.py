@@ -166,6 +166,13 @@ def centre_prior(size: int | tuple[int, int], sigma: float = 0.25) -> np.ndarray
     return np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2)).astype(np.float32)
 
 
+def is_flat(maps: np.ndarray) -> np.ndarray:
+    """Per map: True when every pixel has the same value (Grad-CAM gives all zeros
+    when no region of the layer speaks for the target class)."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    return flat.max(1) == flat.min(1)
+
+
 def baseline_maps(kind: str, n: int, size: int | tuple[int, int]) -> np.ndarray:
     """``n`` copies of a baseline map: ``"centre"`` (Gaussian prior) or ``"uniform"``."""
     if kind == "centre":
@@ -295,12 +302,16 @@ def ground_truth_scores(maps: np.ndarray, regions: np.ndarray, baseline: str = "
     """Pointing game and relevance mass of ``maps`` and of a baseline map, over the
     images that contain a cue (the others are counted and excluded)."""
     has_cue = regions.reshape(len(regions), -1).any(1)
+    flat = is_flat(maps)
+    if flat.any():  # an all-zero map points nowhere: score it as a uniform map (no information)
+        maps = np.where(flat[:, None, None], np.float32(1.0), maps)
     base = baseline_maps(baseline, len(maps), maps.shape[1:])
     per_image = {"pointing_game": pointing_game(maps, regions), "relevance_mass": relevance_mass(maps, regions),
                  "baseline_pointing_game": pointing_game(base, regions),
                  "baseline_relevance_mass": relevance_mass(base, regions)}
     summary = {k: float(np.nanmean(v)) if has_cue.any() else float("nan") for k, v in per_image.items()}
-    summary.update(n_scored=int(has_cue.sum()), n_without_cues=int((~has_cue).sum()))
+    summary.update(n_scored=int(has_cue.sum()), n_without_cues=int((~has_cue).sum()),
+                   n_flat_maps=int(flat[has_cue].sum()))
     return {"summary": summary, "per_image": per_image}
 
 
@@ -308,7 +319,10 @@ def randomization_check(model: nn.Module, arch: str, images, targets, maps: np.n
                         seed: int = 0, batch_size: int = 50) -> np.ndarray:
     """Rank correlation, per image, between a model's maps and those of a
     re-initialised copy (Adebayo et al., 2018): near 0 means the maps depend on
-    what the model learned; near 1 means they would look the same untrained."""
+    what the model learned; near 1 means they would look the same untrained.
+    Where either map is flat (all zeros) the correlation is 0."""
     random_maps = cam_maps(randomized_copy(model, seed), arch, images, targets, method, batch_size,
                            show_progress=False)
-    return rank_correlation(maps, random_maps)
+    rho = rank_correlation(maps, random_maps)
+    # a flat map (all zeros) shares no ordering of pixels with any other map: correlation 0
+    return np.where(is_flat(maps) | is_flat(random_maps), 0.0, rho)

@@ -84,6 +84,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "tsne_perplexity": 30,
             "seed": 0,
         },
+        "segmentation": {
+            # built-in cities: a small smp model trained on the label maps (no pretrained weights)
+            "architecture": "Unet",
+            "encoder": "resnet18",
+            "encoder_depth": 4,
+            "decoder_channels": [64, 32, 16, 8],
+            "epochs": 6,
+            "batch_size": 32,
+            "lr": 0.003,
+            "seed": 0,
+            # real images: the ADE20K Segformer saved by data_download.sh --weights
+            "ade20k_folder": "models/segformer-b0-ade20k",
+            "ade20k_input_size": 256,
+            # statistics
+            "n_boot": 500,  # bootstrap resamples per interval
+            "n_perm": 5000,  # permutations of the architecture labels
+            "top_k": 3,
+            "min_share": 0.01,  # a top class makes up at least this share of the masked pixels
+        },
     },
     "full": {
         "dataset": {
@@ -127,6 +146,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "k_range": [4, 12],
             "tsne_perplexity": 30,
             "seed": 0,
+        },
+        "segmentation": {
+            # built-in cities: a small smp model trained on the label maps (no pretrained weights)
+            "architecture": "Unet",
+            "encoder": "resnet18",
+            "encoder_depth": 4,
+            "decoder_channels": [64, 32, 16, 8],
+            "epochs": 6,
+            "batch_size": 32,
+            "lr": 0.003,
+            "seed": 0,
+            # real images: the ADE20K Segformer saved by data_download.sh --weights
+            "ade20k_folder": "models/segformer-b0-ade20k",
+            "ade20k_input_size": 512,
+            # statistics
+            "n_boot": 500,  # bootstrap resamples per interval
+            "n_perm": 5000,  # permutations of the architecture labels
+            "top_k": 3,
+            "min_share": 0.01,  # a top class makes up at least this share of the masked pixels
         },
     },
 }

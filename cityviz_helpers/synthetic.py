@@ -687,11 +687,11 @@ def _draw_traffic_lights(scene: Scene, rng, count, number):
 
 
 DEFAULT_CITIES: tuple[City, ...] = (
-    City("Amberton", (Cue("banded_facades", 0.7, (1, 2)), Cue("blade_signs", 0.7, (2, 4)))),
-    City("Borealis", (Cue("lattice_fences", 0.7, (1, 2)), Cue("striped_awnings", 0.6, (2, 3)),
-                      Cue("twin_streetlights", 0.6, (2, 3)))),
-    City("Coralia", (Cue("conifers", 0.7, (2, 4)), Cue("flags", 0.7, (2, 4)))),
-    City("Dunmore", (Cue("buses", 0.7, (1, 2)), Cue("traffic_lights", 0.7, (2, 4)))),
+    City("Amberton", (Cue("banded_facades", 0.8, (1, 2)), Cue("blade_signs", 0.8, (2, 4)))),
+    City("Borealis", (Cue("lattice_fences", 0.8, (1, 2)), Cue("striped_awnings", 0.8, (2, 3)),
+                      Cue("twin_streetlights", 0.8, (2, 3)))),
+    City("Coralia", (Cue("conifers", 0.8, (2, 4)), Cue("flags", 0.8, (2, 4)))),
+    City("Dunmore", (Cue("buses", 0.8, (1, 2)), Cue("traffic_lights", 0.8, (2, 4)))),
 )
 
 

@@ -29,9 +29,13 @@ def test_extract_regions_carries_city_bbox_and_ground_truth():
     labels[0, 0:2, 0:2] = 20
     cues = np.zeros((2, 6, 6), np.uint8)
     cues[0, 0:2, 0:2] = 16 * 1 + 1
-    r = cl.extract_regions(maps, 0.5, 2, np.array(["A", "B"]), labels, cues, {1: "flags"})
+    cues[1, 2:4, 2:4] = 16 * 2 + 1  # image 1: a 4-pixel cue instance, only 1 pixel inside the region
+    r = cl.extract_regions(maps, 0.5, 2, np.array(["A", "B"]), labels, cues, {1: "flags", 2: "buses"})
     assert r.table[["image", "city", "area", "gt_class", "cue"]].values.tolist() == [[0, "A", 4, 20, "flags"],
                                                                                      [1, "B", 9, 7, "none"]]
+    cues[1, 3:5, 3:5] = 16 * 2 + 2  # another instance, all of it inside the region: the region shows it
+    r = cl.extract_regions(maps, 0.5, 2, np.array(["A", "B"]), labels, cues, {1: "flags", 2: "buses"})
+    assert r.table.cue.tolist() == ["flags", "buses"]
     assert r.table.loc[1, ["y0", "y1", "x0", "x1"]].tolist() == [3, 6, 3, 6]
 
 

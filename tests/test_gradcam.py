@@ -171,3 +171,14 @@ def test_randomized_copy_differs_and_leaves_the_original_alone():
     clone = gc_.randomized_copy(model, seed=1)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert not torch.equal(clone.fc.weight, model.fc.weight)
+
+
+def test_flat_maps_are_scored_as_uniform_and_counted():
+    regions = np.zeros((2, 4, 4), bool)
+    regions[:, 0, :] = True  # a quarter of the image
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[1, 0, 0] = 1.0  # image 1: all mass on the cue; image 0: flat
+    s = gc_.ground_truth_scores(maps, regions, "uniform")["summary"]
+    assert s["n_flat_maps"] == 1
+    assert s["relevance_mass"] == pytest.approx((0.25 + 1.0) / 2)
+    assert s["baseline_relevance_mass"] == pytest.approx(0.25)
