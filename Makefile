@@ -38,6 +38,10 @@ notebooks: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_synthetic.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_training.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_gradcam.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_clustering.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_segmentation.py
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks

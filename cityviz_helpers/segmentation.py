@@ -144,7 +144,11 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
         opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
         steps = cfg["epochs"] * ((len(images) + cfg["batch_size"] - 1) // cfg["batch_size"])
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
-        loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+        # small objects (signs, flags, traffic lights) cover few pixels: weigh classes by the inverse
+        # square root of their pixel frequency, so the loss does not ignore them
+        freq = torch.bincount(target_all[target_all >= 0].ravel(), minlength=len(present)).double()
+        weight = (freq.sum() / len(present) / freq.clamp_min(1)).sqrt().float()
+        loss_fn = nn.CrossEntropyLoss(weight=(weight / weight.mean()).to(device), ignore_index=-100)
         start = time.perf_counter()
         model.train()
         for epoch in progress(range(cfg["epochs"]), desc="segmenter", leave=False):

@@ -61,6 +61,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "weight_decay": 1e-5,
             "lr_step": 7,
             "lr_gamma": 0.1,
+            "max_shift": 0,  # random shifts of up to this many pixels (augmentation beyond the paper's flips)
             "pretrained": ["resnet18"],  # used on real data only; the built-in cities train from scratch
             "amp": True,  # mixed precision on CUDA
         },
@@ -87,10 +88,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "segmentation": {
             # built-in cities: a small smp model trained on the label maps (no pretrained weights)
             "architecture": "Unet",
-            "encoder": "resnet18",
+            "encoder": "tu-mobilenetv3_small_050",  # a timm encoder: small enough for a CPU
             "encoder_depth": 4,
             "decoder_channels": [64, 32, 16, 8],
-            "epochs": 6,
+            "epochs": 8,
             "batch_size": 32,
             "lr": 0.003,
             "seed": 0,
@@ -124,50 +125,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "weight_decay": 1e-5,
             "lr_step": 10,
             "lr_gamma": 0.1,
+            "max_shift": 0,  # the paper: horizontal flips only
             "pretrained": ["resnet18"],
             "amp": True,
         },
-        "gradcam": {
-            "method": "gradcam",  # or gradcam++, layercam, eigencam, scorecam, hirescam, xgradcam
-            "target": "true",  # explain the true city (the paper) or the "predicted" one
-            "thresholds": [0.5, 0.6],  # the paper's two mask thresholds
-            "batch_size": 50,
-            "baseline": "centre",  # the map an explanation must beat: "centre" prior or "uniform"
-            "randomization_images": 200,  # test images for the weight-randomisation sanity check
-        },
-        "clustering": {
-            "threshold": 0.5,  # mask threshold whose regions are clustered
-            "min_area": 130,  # pixels: smaller connected components are ignored
-            "max_per_image": 4,  # largest regions kept per image
-            "features": "classifier",  # the classifier's own view, or "pixels" (a generic view)
-            "patch_size": 48,  # pixels of the thumbnails (and of the "pixels" features)
-            "pca_dim": 20,
-            "k": None,  # None: chosen by silhouette over k_range
-            "k_range": [4, 12],
-            "tsne_perplexity": 30,
-            "seed": 0,
-        },
-        "segmentation": {
-            # built-in cities: a small smp model trained on the label maps (no pretrained weights)
-            "architecture": "Unet",
-            "encoder": "resnet18",
-            "encoder_depth": 4,
-            "decoder_channels": [64, 32, 16, 8],
-            "epochs": 6,
-            "batch_size": 32,
-            "lr": 0.003,
-            "seed": 0,
-            # real images: the ADE20K Segformer saved by data_download.sh --weights
-            "ade20k_folder": "models/segformer-b0-ade20k",
-            "ade20k_input_size": 512,
-            # statistics
-            "n_boot": 500,  # bootstrap resamples per interval
-            "n_perm": 5000,  # permutations of the architecture labels
-            "top_k": 3,
-            "min_share": 0.01,  # a top class makes up at least this share of the masked pixels
-        },
     },
 }
+
+# The full profile's later steps differ from the quick profile's only where the
+# larger images or a GPU call for it.
+_QUICK = PROFILES["quick"]
+PROFILES["full"].update({
+    "gradcam": {**_QUICK["gradcam"], "randomization_images": 200},
+    "clustering": {**_QUICK["clustering"], "min_area": 130, "patch_size": 48},
+    "segmentation": {**_QUICK["segmentation"], "encoder": "resnet34", "encoder_depth": 5,
+                     "decoder_channels": [256, 128, 64, 32, 16], "epochs": 20, "ade20k_input_size": 512},
+})
 
 
 def _env(name: str, default: str | None = None) -> str | None:

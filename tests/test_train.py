@@ -10,7 +10,7 @@ from cityviz_helpers.train import (CheckpointError, accuracy, load_checkpoint, m
                                    train_model)
 
 TINY = {"dataset": {"n_per_city": {"train": 6, "val": 2, "test": 2}, "image_size": 96},
-        "train": {"epochs": 3, "batch_size": 8, "lr_step": 2}}
+        "train": {"epochs": 3, "batch_size": 8, "lr_step": 2, "max_shift": 3}}  # shifts: resume must replay them
 
 
 @pytest.fixture
@@ -167,3 +167,14 @@ def test_train_all_trains_each_model_once(tiny, capsys):
     assert [m.loaded for m in second.values()] == [True, True]
     out = capsys.readouterr().out
     assert "2 of 2 models to train" in out and out.count("loaded the finished model") == 2
+
+
+def test_shift_moves_the_image_and_repeats_the_edges():
+    from cityviz_helpers.train import _shift
+
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert torch.equal(_shift(x, torch.tensor([[0, 0]]), 2), x)
+    down = _shift(x, torch.tensor([[-1, 0]]), 2)[0, 0]  # content moves down one row
+    assert down[0].tolist() == [0, 1, 2, 3] and down[1].tolist() == [0, 1, 2, 3] and down[3].tolist() == [8, 9, 10, 11]
+    right = _shift(x, torch.tensor([[0, 2]]), 2)[0, 0]  # content moves left two columns
+    assert right[0].tolist() == [2, 3, 3, 3]
