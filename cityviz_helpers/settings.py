@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "width": "narrow",
             "epochs": 10,
             "batch_size": 50,
-            "lr": {"vgg11": 3e-4, "resnet18": 2e-3, "simple": 1e-3, "simpler": 1e-3},
+            "lr": {"vgg11": 3e-4, "resnet18": 2e-3, "simple": 1e-3, "simpler": 3e-4},
             "weight_decay": 1e-5,
             "lr_step": 7,
             "lr_gamma": 0.1,

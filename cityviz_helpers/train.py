@@ -106,12 +106,26 @@ def _atomic_json(obj, path: Path) -> None:
 
 def model_key(settings: Settings, data: CityData, arch: str, seed: int) -> str:
     """Hash of everything that determines a trained model: the dataset's
-    fingerprint, the training settings (less the lists of archs and seeds),
-    the architecture and the seed."""
-    train = {k: v for k, v in settings["train"].items() if k not in ("archs", "seeds")}
+    fingerprint, the training settings (less the lists of archs and seeds, and
+    with only this architecture's learning rate and pretraining switch, so that
+    changing one architecture's never retrains the others), the architecture
+    and the seed."""
+    train = {k: v for k, v in settings["train"].items() if k not in ("archs", "seeds", "lr", "pretrained")}
+    train["lr"] = _arch_lr(settings, arch)
+    train["pretrained"] = arch in settings["train"]["pretrained"]
     return settings_hash({"data": data.fingerprint, "classes": list(data.cities), "train": train,
                           "image_size": settings["dataset"]["image_size"], "arch": arch, "seed": seed,
                           "version": CHECKPOINT_VERSION})
+
+
+def _arch_lr(settings: Settings, arch: str) -> float:
+    """The learning rate of ``arch``: one rate for all, or one per architecture."""
+    lr = settings["train"]["lr"]
+    if isinstance(lr, dict):
+        if arch not in lr:
+            raise KeyError(f"train.lr has no learning rate for {arch!r}; give one (it has {', '.join(lr)}).")
+        return lr[arch]
+    return lr
 
 
 def model_dir(settings: Settings, data: CityData, arch: str, seed: int) -> Path:
@@ -266,7 +280,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     amp = dev.type == "cuda" and cfg["amp"]
     pretrained = arch in cfg["pretrained"] and settings.data != "synthetic"
 
-    lr = cfg["lr"][arch] if isinstance(cfg["lr"], dict) else cfg["lr"]  # one rate, or one per architecture
+    lr = _arch_lr(settings, arch)
 
     def fresh_start():
         torch.manual_seed(seed)  # the seed fixes the initial weights

@@ -178,3 +178,11 @@ def test_shift_moves_the_image_and_repeats_the_edges():
     assert down[0].tolist() == [0, 1, 2, 3] and down[1].tolist() == [0, 1, 2, 3] and down[3].tolist() == [8, 9, 10, 11]
     right = _shift(x, torch.tensor([[0, 2]]), 2)[0, 0]  # content moves left two columns
     assert right[0].tolist() == [2, 3, 3, 3]
+
+
+def test_changing_one_architectures_learning_rate_keeps_the_others_models(tiny):
+    s, d, _, _ = tiny
+    other = cv.get_settings(overrides={**TINY, "train": {**TINY["train"], "lr": {
+        **s["train"]["lr"], "simpler": s["train"]["lr"]["simpler"] * 2}}})
+    assert model_dir(other, d, "resnet18", 0) == model_dir(s, d, "resnet18", 0)
+    assert model_dir(other, d, "simpler", 0) != model_dir(s, d, "simpler", 0)
