@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -280,12 +279,16 @@ def shares(counts: np.ndarray, ignore: Sequence[int] = (0,)) -> np.ndarray:
 
 def bootstrap_shares(counts: np.ndarray, n_boot: int = 500, seed: int = 0, ignore: Sequence[int] = (0,)) -> np.ndarray:
     """(n_boot, 151) pooled shares over images resampled with replacement:
-    one matrix product per batch of resamples, no Python loop over images."""
+    one matrix product for all resamples, no Python loop over images."""
+    n = len(counts)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    return _resampled_shares(weights, counts, ignore)
+
+
+def _resampled_shares(weights: np.ndarray, counts: np.ndarray, ignore: Sequence[int]) -> np.ndarray:
+    """Pooled shares of each resample; ``weights`` (B, n) says how often each image is drawn."""
     counts = np.asarray(counts, float).copy()
     counts[:, list(ignore)] = 0
-    rng = np.random.default_rng(seed)
-    n = len(counts)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # (B, n)
     totals = weights @ counts  # (B, 151)
     with np.errstate(invalid="ignore", divide="ignore"):
         return totals / totals.sum(1, keepdims=True)
@@ -305,22 +308,37 @@ def city_statistics(mask_counts: np.ndarray, image_counts: np.ndarray, n_boot: i
     dom[np.flatnonzero(has), first[has]] = 1
     two = second >= 0
     dom[np.flatnonzero(two), second[two]] = 1
-    rng_seed = seed
-    b_in = bootstrap_shares(mask_counts, n_boot, rng_seed, ignore)
-    b_whole = bootstrap_shares(image_counts, n_boot, rng_seed, ignore)  # same resamples of the same images
+    # one set of resamples of the city's images serves every statistic
+    n = len(dom)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) \
+        if n else np.zeros((n_boot, 0))
+    b_in, b_whole = _resampled_shares(weights, mask_counts, ignore), _resampled_shares(weights, image_counts, ignore)
     with np.errstate(invalid="ignore", divide="ignore"):
         b_ratio = b_in / b_whole
-    rng = np.random.default_rng(rng_seed)
-    n = len(dom)
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) if n else np.zeros((n_boot, 0))
-    b_dom = w @ dom / max(n, 1)
+    b_dom = weights @ dom / max(n, 1)
     out = {"share_in_mask": inside, "share_in_image": whole, "ratio": ratio,
            "dominant": dom.mean(0) if n else np.zeros(N_LABELS)}
     for key, boot in (("share_in_mask", b_in), ("share_in_image", b_whole), ("ratio", b_ratio), ("dominant", b_dom)):
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every resample: NaN
-            out[f"{key}_low"] = np.nanpercentile(boot, 2.5, axis=0) if len(boot) else boot
-            out[f"{key}_high"] = np.nanpercentile(boot, 97.5, axis=0) if len(boot) else boot
+        out[f"{key}_low"], out[f"{key}_high"] = nan_quantiles(boot, (0.025, 0.975))
+    return out
+
+
+def nan_quantiles(samples: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
+    """Per column, the quantiles ``qs`` of the non-NaN values (linear
+    interpolation, as ``np.nanquantile``), vectorised: one sort for all columns.
+    A column with no value gives NaN."""
+    samples = np.asarray(samples, float)
+    ordered = np.sort(samples, axis=0)  # NaN sorts last
+    n = (~np.isnan(samples)).sum(0)
+    cols = np.arange(samples.shape[1])
+    out = []
+    for q in qs:
+        pos = np.maximum(n - 1, 0) * q
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+        with np.errstate(invalid="ignore"):
+            value = ordered[lo, cols] + (ordered[hi, cols] - ordered[lo, cols]) * (pos - lo)
+        out.append(np.where(n > 0, value, np.nan))
     return out
 
 

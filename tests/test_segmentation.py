@@ -134,3 +134,16 @@ def test_ade20k_folder_loads_offline_through_the_real_loader(tmp_path):
 def test_missing_ade20k_folder_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_download.sh --weights"):
         seg.load_ade20k_segmenter(tmp_path / "nothing")
+
+
+def test_nan_quantiles_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.random((57, 6))
+    x[rng.random((57, 6)) < 0.3] = np.nan
+    x[:, 5] = np.nan  # a column without values
+    x[:-1, 4] = np.nan  # a column with one value
+    ours = seg.nan_quantiles(x, (0.025, 0.5, 0.975))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        ref = np.nanquantile(x, [0.025, 0.5, 0.975], axis=0)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, equal_nan=True)
