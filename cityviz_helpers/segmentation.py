@@ -280,9 +280,14 @@ def shares(counts: np.ndarray, ignore: Sequence[int] = (0,)) -> np.ndarray:
 def bootstrap_shares(counts: np.ndarray, n_boot: int = 500, seed: int = 0, ignore: Sequence[int] = (0,)) -> np.ndarray:
     """(n_boot, 151) pooled shares over images resampled with replacement:
     one matrix product for all resamples, no Python loop over images."""
-    n = len(counts)
-    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    return _resampled_shares(weights, counts, ignore)
+    return _resampled_shares(resample_weights(len(counts), n_boot, seed), counts, ignore)
+
+
+def resample_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n): how often each of ``n`` images is drawn in each bootstrap resample."""
+    if n == 0:
+        return np.zeros((n_boot, 0))
+    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
 
 def _resampled_shares(weights: np.ndarray, counts: np.ndarray, ignore: Sequence[int]) -> np.ndarray:
@@ -310,8 +315,7 @@ def city_statistics(mask_counts: np.ndarray, image_counts: np.ndarray, n_boot: i
     dom[np.flatnonzero(two), second[two]] = 1
     # one set of resamples of the city's images serves every statistic
     n = len(dom)
-    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) \
-        if n else np.zeros((n_boot, 0))
+    weights = resample_weights(n, n_boot, seed)
     b_in, b_whole = _resampled_shares(weights, mask_counts, ignore), _resampled_shares(weights, image_counts, ignore)
     with np.errstate(invalid="ignore", divide="ignore"):
         b_ratio = b_in / b_whole

@@ -212,11 +212,11 @@ def accuracy(model: nn.Module, split: SplitTensors, device=None) -> float:
 
 def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: torch.Tensor, flips: torch.Tensor,
               batch_size: int, device: torch.device, amp: bool = False, desc: str = "epoch",
-              after_batch: Callable[[int], None] | None = None, shifts: torch.Tensor | None = None,
-              max_shift: int = 0) -> tuple[float, int]:
+              after_batch: Callable[[int], None] | None = None,
+              shifts: torch.Tensor | None = None) -> tuple[float, int]:
     """One pass over ``train`` in ``order``, flipping the images marked in ``flips``
-    and, with ``max_shift``, moving each image by ``shifts`` (n, 2) pixels in
-    [-max_shift, max_shift] (edges repeated).
+    and, with ``shifts`` (n, 2), moving each image by its (dy, dx) pixels (edges
+    repeated).
 
     Returns the summed loss and the number of correct predictions. This is the
     whole data pipeline: images stay as uint8 tensors in memory and are
@@ -232,8 +232,8 @@ def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: t
         f = flips[idx]
         x[f] = x[f].flip(-1)
         x = normalise(x, device)
-        if max_shift and shifts is not None:
-            x = _shift(x, shifts[idx], max_shift)
+        if shifts is not None:
+            x = _shift(x, shifts[idx])
         y = train.labels[idx].to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits = model(x)
@@ -251,9 +251,10 @@ def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: t
     return total_loss, correct
 
 
-def _shift(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+def _shift(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Move each image of ``x`` by its (dy, dx), repeating the edge pixels."""
     h, w = x.shape[-2:]
+    pad = int(shifts.abs().max())
     padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
     return torch.stack([padded[j, :, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
                         for j, (dy, dx) in enumerate(shifts.tolist())])
@@ -323,12 +324,12 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
         torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))  # dropout of this epoch
         order = torch.randperm(n, generator=gen)
         flips = torch.rand(n, generator=gen) < 0.5
-        max_shift = cfg.get("max_shift", 0)
+        max_shift = cfg["max_shift"]
         shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen) if max_shift else None
         hook = None if _after_batch is None else (lambda b, e=epoch: _after_batch(e, b))
         total_loss, correct = run_epoch(model, optimizer, scaler, train, order, flips, cfg["batch_size"], dev, amp,
                                         desc=f"{arch}-s{seed} epoch {epoch + 1}/{cfg['epochs']}", after_batch=hook,
-                                        shifts=shifts, max_shift=max_shift)
+                                        shifts=shifts)
         scheduler.step()
         val_acc = accuracy(model, val, dev)
         seconds += time.perf_counter() - t0

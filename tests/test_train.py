@@ -173,10 +173,10 @@ def test_shift_moves_the_image_and_repeats_the_edges():
     from cityviz_helpers.train import _shift
 
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    assert torch.equal(_shift(x, torch.tensor([[0, 0]]), 2), x)
-    down = _shift(x, torch.tensor([[-1, 0]]), 2)[0, 0]  # content moves down one row
+    assert torch.equal(_shift(x, torch.tensor([[0, 0]])), x)
+    down = _shift(x, torch.tensor([[-1, 0]]))[0, 0]  # content moves down one row
     assert down[0].tolist() == [0, 1, 2, 3] and down[1].tolist() == [0, 1, 2, 3] and down[3].tolist() == [8, 9, 10, 11]
-    right = _shift(x, torch.tensor([[0, 2]]), 2)[0, 0]  # content moves left two columns
+    right = _shift(x, torch.tensor([[0, 2]]))[0, 0]  # content moves left two columns
     assert right[0].tolist() == [2, 3, 3, 3]
 
 
