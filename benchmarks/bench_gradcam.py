@@ -7,7 +7,7 @@ For each architecture of the profile (untrained weights: the speed does not
 depend on them), on random uint8 images of the profile's size:
 
 - batched: :func:`cityviz_helpers.gradcam.cam_maps` with the profile's batch size;
-- per image: the same helper called once per image;
+- per image: the same helper with batches of one image;
 - forward + backward: the model's forward pass and the backward pass of the sum
   of the target logits over the same batches, nothing else: the work Grad-CAM
   cannot avoid.
@@ -65,8 +65,8 @@ def main():
         t_batched = timed(lambda: cam_maps(model, arch, images, targets, method, bs, show_progress=False))
         t_fb = timed(forward_backward)
         m = min(n, 50)  # the per-image loop is slow: time a part and scale
-        t_single = timed(lambda: [cam_maps(model, arch, images[i:i + 1], targets[i:i + 1], method, 1,
-                                           show_progress=False) for i in range(m)]) * n / m
+        t_single = timed(lambda: cam_maps(model, arch, images[:m], targets[:m], method, 1,
+                                          show_progress=False)) * n / m
         print(f"{arch:12s} {n / t_batched:14.1f} {n / t_single:16.1f} {n / t_fb:14.1f} {t_batched / t_fb:17.2f}x")
     print(f"peak memory (RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GB")
 
