@@ -1,0 +1,737 @@
+"""Real street images and pretrained weights: the Python behind ``data_download.sh``.
+
+Sources
+-------
+* **OpenStreetView-5M** (``osv5m/osv5m`` on the Hugging Face hub, CC-BY-SA-4.0,
+  no account needed). A metadata CSV per split (``train.csv``, ``test.csv``)
+  has one row per image with its ``unique_city``; the images sit in zip shards
+  (``images/<split>/00.zip`` ...). We read each shard's table of contents and
+  only the members we need with HTTP range requests (Python's :mod:`zipfile`
+  does the zip parsing on a seekable HTTP file), falling back to fetching the
+  whole shard when a server ignores ranges.
+* **GSV-Cities** (Kaggle dataset ``amaralibey/gsv-cities``) through the Kaggle
+  command-line tool and the user's API token.
+* **Weights**: torchvision's ImageNet weights into the torch cache, and an
+  ADE20K-trained Segformer from the ``smp-hub`` organisation into ``models/``.
+
+Safety rules (each has a test in ``tests/test_download.py``):
+
+* every file is written under a temporary name and renamed when complete and
+  verified; an interrupted transfer leaves only a ``.part`` file, which the
+  next run resumes (it is never trusted as finished);
+* an output folder that holds files this script did not create is refused,
+  and no existing file is ever overwritten or deleted;
+* each failure (no network, HTTP error, checksum mismatch, full disk,
+  malformed metadata) raises :class:`DownloadError` with what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import errno
+import http.client
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .settings import REPO_ROOT
+from .utils import progress
+
+HF_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+OSV5M_REPO = "osv5m/osv5m"
+OSV5M_LICENCE = "CC-BY-SA-4.0"
+OSV5M_SHARDS = {"train": 98, "test": 5}  # images/<split>/00.zip ... as published
+PAPER_CITIES = ("Tokyo", "Pittsburgh")
+GSV_DATASET = "amaralibey/gsv-cities"
+SEGFORMER_REPO = "smp-hub/segformer-{variant}-512x512-ade-160k"
+SEGFORMER_FILES = ("config.json", "model.safetensors")
+TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg11": "VGG11_Weights"}
+MARKER = ".cityviz-download.json"  # marks a folder this script created
+MANIFEST = "ATTRIBUTION.csv"
+CACHE = ".cache"
+USER_AGENT = "cityviz-data-download/1.0"
+BLOCK = 64 * 1024  # read-ahead of ranged reads: a zip member header plus most of a typical JPEG
+
+
+class DownloadError(RuntimeError):
+    """A download failed; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------
+
+
+def _request(url: str, *, headers: dict | None = None, method: str = "GET", timeout: float = 30.0):
+    """Open ``url``; turn each kind of failure into a :class:`DownloadError`."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})}, method=method)
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        hint = {401: "the server asks for a login: this source needs no account, so the address may be wrong",
+                403: "access denied: the file may be gated or the address expired; rerun later",
+                404: "not found: the dataset or model may have moved; check the address or --endpoint",
+                429: "too many requests: wait a few minutes and rerun (finished files are kept)"}.get(
+            err.code, "the server failed; rerun later (finished files are kept, partial ones resume)")
+        raise DownloadError(f"HTTP {err.code} for {url}: {hint}.") from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadError(
+            f"Could not reach {urllib.parse.urlsplit(url).netloc} ({reason}). data_download.sh needs "
+            "internet. Offline, use the built-in cities (CITYVIZ_DATA=synthetic, the default) or point "
+            "CITYVIZ_DATA at a folder of city images you already have (README, 'Run on real street images').") from None
+
+
+def check_network(url: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds with a clear message when ``url``'s host is unreachable."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise DownloadError(
+            f"No network: cannot connect to {parts.hostname}:{port} ({err}). data_download.sh needs "
+            "internet. Offline, use the built-in cities (CITYVIZ_DATA=synthetic, the default) or point "
+            "CITYVIZ_DATA at a folder of city images you already have (README, 'Run on real street images').") from None
+
+
+def _disk_full(err: OSError, path: Path) -> DownloadError:
+    return DownloadError(
+        f"The disk is full while writing {path}. Free some space (or choose another --out / TORCH_HOME) "
+        "and rerun: finished files are kept and the partial one resumes.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _etag_sha256(headers) -> str | None:
+    """The Hugging Face hub reports an LFS file's sha256 as its ETag."""
+    for name in ("X-Linked-Etag", "ETag"):
+        value = (headers.get(name) or "").strip().removeprefix("W/").strip('"')
+        if re.fullmatch(r"[0-9a-f]{64}", value):
+            return value
+    return None
+
+
+def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, sha256_prefix: str | None = None,
+               retries: int = 3, show_progress: bool = True, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest``: resumable (a ``.part`` file and HTTP ranges),
+    verified (sha256 given, or reported by the server as the ETag, or a prefix of
+    it), and renamed into place only when complete. An existing ``dest`` is
+    returned untouched."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    attempt, total, expected = 0, None, sha256
+    while True:
+        offset = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            resp = _request(url, headers=headers, timeout=timeout)
+        except DownloadError as err:
+            if "HTTP 416" in str(err) and total is None and offset:
+                raise DownloadError(f"{part} is longer than {url}: it is not a part of that file. Move it away "
+                                    "and rerun.") from None
+            raise
+        with resp:
+            expected = expected or _etag_sha256(resp.headers)
+            if offset and resp.status == 206:
+                total = int(resp.headers.get("Content-Range", "*/0").rsplit("/", 1)[1] or 0) or None
+                mode = "ab"
+            else:  # a fresh start, or a server that ignores ranges: start over
+                offset, mode = 0, "wb"
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length else None
+            bar = progress(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
+                           disable=None if show_progress else True)
+            try:
+                with open(part, mode) as fh:
+                    while True:
+                        block = resp.read(1 << 20)
+                        if not block:
+                            break
+                        fh.write(block)
+                        bar.update(len(block))
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    raise _disk_full(err, part) from None
+                if not isinstance(err, (ConnectionError, socket.timeout)):
+                    raise
+            except http.client.HTTPException:  # IncompleteRead: the server dropped the transfer
+                pass
+            finally:
+                bar.close()
+        size = part.stat().st_size
+        if total is None or size >= total:
+            break
+        attempt += 1
+        if attempt > retries:
+            raise DownloadError(
+                f"The transfer of {url} dropped {retries + 1} times ({size} of {total} bytes in {part}). "
+                "Rerun the same command: it resumes from there.")
+        time.sleep(min(2 ** attempt, 10) * 0.1)
+    if total is not None and part.stat().st_size != total:
+        raise DownloadError(f"{part} has {part.stat().st_size} bytes, but {url} has {total}. Move it away and rerun.")
+    if expected or sha256_prefix:
+        actual = _sha256(part)
+        if (expected and actual != expected) or (sha256_prefix and not actual.startswith(sha256_prefix)):
+            bad = part.with_name(part.name + ".bad")
+            os.replace(part, bad)
+            raise DownloadError(
+                f"Checksum mismatch for {url}: got sha256 {actual[:16]}..., expected "
+                f"{(expected or sha256_prefix)[:16]}... The file was corrupted in transit; it is kept as {bad} "
+                "(not used). Rerun to fetch it again.")
+    os.replace(part, dest)
+    return dest
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable view of a remote file through HTTP range requests,
+    so that :class:`zipfile.ZipFile` reads only a shard's table of contents and
+    the members it is asked for."""
+
+    def __init__(self, url: str, size: int, retries: int = 3, timeout: float = 60.0, stats: dict | None = None):
+        self.url, self.size, self.retries, self.timeout = url, size, retries, timeout
+        self.pos = 0
+        self.stats = stats if stats is not None else {"requests": 0, "bytes": 0}  # shared by reopened copies
+
+    def reopen(self) -> "RangeFile":
+        """A fresh handle on the same file (a closed ZipFile closes its handle)."""
+        return RangeFile(self.url, self.size, self.retries, self.timeout, self.stats)
+
+    @classmethod
+    def open(cls, url: str, **kwargs) -> "RangeFile | None":
+        """A RangeFile when the server honours ranges, else ``None``."""
+        with _request(url, headers={"Range": "bytes=0-0"}) as resp:
+            if resp.status != 206 or "Content-Range" not in resp.headers:
+                return None
+            size = int(resp.headers["Content-Range"].rsplit("/", 1)[1])
+            final = resp.geturl()  # after redirects (the hub redirects to its CDN)
+        return cls(final, size, **kwargs)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.size - self.pos)
+        if n <= 0:
+            return 0
+        got = 0
+        for attempt in range(self.retries + 1):
+            start = self.pos + got
+            try:
+                with _request(self.url, headers={"Range": f"bytes={start}-{self.pos + n - 1}"},
+                              timeout=self.timeout) as resp:
+                    self.stats["requests"] += 1
+                    if resp.status != 206:
+                        raise DownloadError(f"{self.url} stopped honouring range requests; rerun.")
+                    while got < n:
+                        chunk = resp.read(n - got)
+                        if not chunk:
+                            break
+                        buffer[got:got + len(chunk)] = chunk
+                        got += len(chunk)
+            except DownloadError:
+                raise
+            except Exception as err:  # a dropped connection: retry the rest
+                if attempt == self.retries:
+                    raise DownloadError(f"The transfer from {self.url} dropped {self.retries + 1} times ({err}). "
+                                        "Rerun the same command: finished images are kept.") from None
+            if got == n:
+                break
+        else:
+            raise DownloadError(f"The transfer from {self.url} dropped {self.retries + 1} times. Rerun the "
+                                "same command: finished images are kept.")
+        self.pos += got
+        self.stats["bytes"] += got
+        return got
+
+
+# --------------------------------------------------------------------------
+# Output folders: ours, never a user's
+# --------------------------------------------------------------------------
+
+
+def claim_folder(out: Path, source: str) -> None:
+    """Create ``out`` (or reuse one this script created); refuse a folder that
+    already holds someone else's files."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise DownloadError(f"{out} is a file, not a folder. Choose another --out.")
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise DownloadError(
+            f"Refusing to write into {out}: it already holds files that data_download.sh did not create. "
+            "Nothing was changed. Choose another --out, or move those files away. (A folder of city images "
+            "you already have needs no download: set CITYVIZ_DATA to its path.)")
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("source") != source:
+            raise DownloadError(f"{out} holds {info.get('source')} images, not {source}. Choose another --out.")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"source": source, "created_by": "data_download.sh",
+                                  "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+
+
+def _write_new(dest: Path, data: bytes) -> bool:
+    """Write ``dest`` atomically unless it exists; True when written."""
+    if dest.exists():
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise _disk_full(err, dest) from None
+        raise
+    return True
+
+
+def _folder_name(name: str) -> str:
+    cleaned = re.sub(r"[^\w\- ]+", "_", name, flags=re.UNICODE).strip(" _")
+    return cleaned or "city"
+
+
+def _read_manifest(out: Path) -> pd.DataFrame:
+    path = out / MANIFEST
+    if path.exists():
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return pd.DataFrame(columns=["file", "id", "city", "split", "creator_username", "creator_id", "licence", "source"])
+
+
+def _write_manifest(out: Path, table: pd.DataFrame) -> None:
+    tmp = out / f".{MANIFEST}.part"
+    table.sort_values(["city", "file"]).to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
+    os.replace(tmp, out / MANIFEST)
+
+
+# --------------------------------------------------------------------------
+# OpenStreetView-5M
+# --------------------------------------------------------------------------
+
+OSV5M_COLUMNS = ("id", "unique_city")
+
+
+def osv5m_url(path: str, endpoint: str = HF_ENDPOINT) -> str:
+    return f"{endpoint.rstrip('/')}/datasets/{OSV5M_REPO}/resolve/main/{path}"
+
+
+def read_osv5m_metadata(path: Path, split: str) -> pd.DataFrame:
+    """The metadata columns we need (id, city, creator) from a split's CSV."""
+    try:
+        header = pd.read_csv(path, nrows=0)
+        missing = [c for c in OSV5M_COLUMNS if c not in header.columns]
+        if missing:
+            raise ValueError(f"it lacks the column(s) {', '.join(missing)}")
+        wanted = [c for c in ("id", "unique_city", "city", "creator_username", "creator_id") if c in header.columns]
+        table = pd.read_csv(path, usecols=wanted, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DownloadError(
+            f"The metadata file {path} is malformed ({err}). It was downloaded by this script; move it away "
+            "and rerun to fetch it again. If it persists, the dataset's format has changed: please report it.") from None
+    table = table[(table.id != "") & (table.unique_city != "")]
+    table["split"] = split
+    for col in ("creator_username", "creator_id"):
+        if col not in table:
+            table[col] = ""
+    return table
+
+
+def city_counts(meta: pd.DataFrame) -> pd.DataFrame:
+    """Images per ``unique_city``, most first, with the short name."""
+    counts = meta.groupby("unique_city").size().sort_values(ascending=False, kind="stable")
+    return pd.DataFrame({"unique_city": counts.index, "name": [_short(c) for c in counts.index],
+                         "images": counts.values})
+
+
+def _short(unique_city: str) -> str:
+    return unique_city.split("_", 1)[0]
+
+
+def match_cities(meta: pd.DataFrame, wanted: Sequence[str], per_city: int) -> tuple[dict[str, str], list[str]]:
+    """Map each requested city to one ``unique_city`` (exact value, else by its
+    name, the one with most images), and notes for the user."""
+    counts = city_counts(meta)
+    chosen, notes = {}, []
+    for name in wanted:
+        exact = counts[counts.unique_city == name]
+        rows = exact if len(exact) else counts[counts.name.str.lower() == name.lower()]
+        if rows.empty:
+            close = counts[counts.name.str.lower().str.contains(re.escape(name.lower()))].head(5)
+            hint = f" Close matches: {', '.join(close.unique_city)}." if len(close) else ""
+            raise DownloadError(f"No city called {name!r} in the OpenStreetView-5M metadata.{hint} "
+                                "See `./data_download.sh --list-cities`.")
+        row = rows.iloc[0]
+        if len(rows) > 1:
+            notes.append(f"{name}: {len(rows)} places share this name; using {row.unique_city} "
+                         f"({row.images} images). Pass the full name to pick another: "
+                         + ", ".join(rows.unique_city.iloc[1:4]))
+        if row.images < per_city:
+            notes.append(f"{name}: only {row.images} images in the chosen split(s), fewer than --per-city {per_city}.")
+        chosen[name] = row.unique_city
+    return chosen, notes
+
+
+@dataclass
+class Osv5mReport:
+    out: Path
+    written: dict[str, int]
+    kept: int  # images already there from an earlier run
+    missing: int  # ids in the metadata but in no shard
+    not_ours: list[str]  # existing files we did not write and left alone
+    range_requests: int
+    bytes_from_shards: int
+    notes: list[str]
+
+
+def _shard_listing(out: Path, split: str, shard: str, url: str) -> tuple[dict[str, str], "RangeFile | Path"]:
+    """Member names by image id of one shard (cached), and how to read it."""
+    cache = out / CACHE / "shards"
+    listing_file = cache / f"{split}-{shard}.json"
+    source = RangeFile.open(url)
+    if source is None:  # no range support: the whole shard, resumable
+        print(f"{url} does not support range requests: fetching the whole shard.")
+        source = fetch_file(url, cache / f"{split}-{shard}.zip")
+    if listing_file.exists():
+        return json.loads(listing_file.read_text()), source
+    with _open_zip(source, url) as zf:
+        names = {Path(n).stem: n for n in zf.namelist() if not n.endswith("/")}
+    _write_new(listing_file, json.dumps(names).encode())
+    return names, source
+
+
+def _open_zip(source, url: str) -> zipfile.ZipFile:
+    try:
+        fh = io.BufferedReader(source.reopen(), buffer_size=BLOCK) if isinstance(source, RangeFile) else open(source, "rb")
+        return zipfile.ZipFile(fh)
+    except zipfile.BadZipFile as err:
+        raise DownloadError(f"{url} is not a readable zip ({err}). Rerun later; if it persists the dataset "
+                            "has changed format.") from None
+
+
+def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CITIES, per_city: int = 600,
+                splits: Sequence[str] = ("test",), seed: int = 0, endpoint: str = HF_ENDPOINT,
+                shards: dict[str, int] | None = None, check: bool = True) -> Osv5mReport:
+    """Fetch up to ``per_city`` images of each city into ``out/<city>/<id>.jpg``
+    with an attribution manifest. Safe to rerun: finished images are kept."""
+    out = Path(out) if out else REPO_ROOT / "data" / "osv5m"
+    shards = shards or OSV5M_SHARDS
+    if check:
+        check_network(endpoint)
+    claim_folder(out, "osv5m")
+    meta = load_osv5m_metadata(out, splits, endpoint)
+    chosen, notes = match_cities(meta, cities, per_city)
+    folders = {u: _folder_name(_short(u)) for u in chosen.values()}
+    if len(set(folders.values())) < len(folders):  # two places with one name: use the full names
+        folders = {u: _folder_name(u) for u in chosen.values()}
+    rng = np.random.default_rng(seed)
+    wanted = {}
+    for u in chosen.values():
+        rows = meta[meta.unique_city == u]
+        take = rows.iloc[np.sort(rng.permutation(len(rows))[:per_city])]
+        wanted.update({r.id: r for r in take.itertuples(index=False)})
+
+    manifest = _read_manifest(out)
+    done = set(manifest.id)
+    todo = {i: r for i, r in wanted.items() if i not in done}
+    kept = len(wanted) - len(todo)
+    written = {folders[u]: 0 for u in chosen.values()}
+    not_ours, requests, nbytes, new_rows = [], 0, 0, []
+    for split in splits:
+        for k in range(shards[split]):
+            pending = {i: r for i, r in todo.items() if r.split == split}
+            if not pending:
+                break
+            shard = f"{k:02d}"
+            url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
+            names, source = _shard_listing(out, split, shard, url)
+            hits = [(i, names[i]) for i in pending if i in names]
+            if not hits:
+                continue
+            with _open_zip(source, url) as zf:
+                for image_id, member in progress(hits, desc=f"{split} shard {shard}", unit="img"):
+                    row = pending[image_id]
+                    dest = out / folders[row.unique_city] / f"{image_id}.jpg"
+                    if dest.exists():  # a file we did not record: someone else's, leave it
+                        not_ours.append(str(dest))
+                        todo.pop(image_id)
+                        continue
+                    try:
+                        data = zf.read(member)
+                    except zipfile.BadZipFile as err:
+                        raise DownloadError(f"Checksum mismatch in {member} of {url} ({err}): the transfer was "
+                                            "corrupted. Rerun: finished images are kept.") from None
+                    _write_new(dest, data)
+                    written[folders[row.unique_city]] += 1
+                    todo.pop(image_id)
+                    new_rows.append({"file": str(dest.relative_to(out)), "id": image_id, "city": folders[row.unique_city],
+                                     "split": split, "creator_username": row.creator_username,
+                                     "creator_id": row.creator_id, "licence": OSV5M_LICENCE,
+                                     "source": f"https://huggingface.co/datasets/{OSV5M_REPO}"})
+                    if len(new_rows) % 200 == 0:  # keep the manifest current in case of interruption
+                        _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
+            if isinstance(source, RangeFile):
+                requests += source.stats["requests"]
+                nbytes += source.stats["bytes"]
+    if new_rows:
+        _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
+    return Osv5mReport(out=out, written=written, kept=kept,
+                       missing=len(todo), not_ours=not_ours, range_requests=requests, bytes_from_shards=nbytes,
+                       notes=notes)
+
+
+def load_osv5m_metadata(out: Path, splits: Sequence[str], endpoint: str = HF_ENDPOINT) -> pd.DataFrame:
+    tables = []
+    for split in splits:
+        if split not in OSV5M_SHARDS:
+            raise DownloadError(f"Unknown split {split!r}: OpenStreetView-5M has {', '.join(OSV5M_SHARDS)}.")
+        path = fetch_file(osv5m_url(f"{split}.csv", endpoint), out / CACHE / f"{split}.csv")
+        tables.append(read_osv5m_metadata(path, split))
+    return pd.concat(tables, ignore_index=True)
+
+
+# --------------------------------------------------------------------------
+# GSV-Cities through the Kaggle command-line tool
+# --------------------------------------------------------------------------
+
+
+def kaggle_token() -> Path | None:
+    """Where the Kaggle API token is, or None (environment variables count too)."""
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return Path("environment")
+    candidates = [Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"] if os.environ.get("KAGGLE_CONFIG_DIR") else []
+    candidates += [Path.home() / ".kaggle" / "kaggle.json", Path.home() / ".config" / "kaggle" / "kaggle.json"]
+    return next((p for p in candidates if p.exists()), None)
+
+
+def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = PAPER_CITIES, per_city: int = 600,
+                     seed: int = 0, kaggle: str = "kaggle") -> dict[str, int]:
+    """Download GSV-Cities with the Kaggle tool and unpack up to ``per_city``
+    images of each city into ``out/<City>/``. Needs a Kaggle account."""
+    out = Path(out) if out else REPO_ROOT / "data" / "gsv-cities"
+    if kaggle_token() is None:
+        raise DownloadError(
+            "GSV-Cities comes from Kaggle and needs your Kaggle API token, which was not found "
+            "(~/.kaggle/kaggle.json, $KAGGLE_CONFIG_DIR/kaggle.json, or KAGGLE_USERNAME and KAGGLE_KEY). "
+            "Create one at kaggle.com > Settings > API > 'Create New Token', save it as ~/.kaggle/kaggle.json, "
+            "and rerun. Or use --source osv5m, which needs no account.")
+    exe = shutil.which(kaggle)
+    if exe is None:
+        raise DownloadError(f"The Kaggle command-line tool ({kaggle}) is not installed: run "
+                            "`pip install kaggle` in this environment and rerun.")
+    claim_folder(out, "gsv-cities")
+    cache = out / CACHE
+    cache.mkdir(exist_ok=True)
+    archive = next(iter(sorted(cache.glob("*.zip"))), None)
+    if archive is None:
+        print(f"Downloading {GSV_DATASET} with the Kaggle tool (large: see README for the size) ...")
+        proc = subprocess.run([exe, "datasets", "download", "-d", GSV_DATASET, "-p", str(cache)])
+        archive = next(iter(sorted(cache.glob("*.zip"))), None)
+        if proc.returncode != 0 or archive is None:
+            raise DownloadError(f"The Kaggle tool failed (exit code {proc.returncode}); its message is above. "
+                                "Rerun when it is fixed; nothing was unpacked.")
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        bad = archive.with_name(archive.name + ".bad")
+        os.replace(archive, bad)
+        raise DownloadError(f"{archive} is not a complete zip (kept as {bad}); rerun to download it again.") from None
+    by_city: dict[str, list[str]] = {}
+    for name in zf.namelist():
+        parts = Path(name).parts
+        if len(parts) >= 3 and parts[-3].lower() == "images" and name.lower().endswith((".jpg", ".jpeg", ".png")):
+            by_city.setdefault(parts[-2], []).append(name)
+    counts = {}
+    rng = np.random.default_rng(seed)
+    with zf:
+        for city in cities:
+            match = next((c for c in by_city if c.lower() == city.lower()), None)
+            if match is None:
+                raise DownloadError(f"GSV-Cities has no city {city!r}. It has: {', '.join(sorted(by_city))}.")
+            members = sorted(by_city[match])
+            members = [members[i] for i in np.sort(rng.permutation(len(members))[:per_city])]
+            counts[match] = 0
+            for member in progress(members, desc=match, unit="img"):
+                try:
+                    data = zf.read(member)
+                except zipfile.BadZipFile as err:
+                    raise DownloadError(f"Checksum mismatch in {member} of {archive} ({err}). Move the archive "
+                                        "away and rerun to download it again.") from None
+                counts[match] += _write_new(out / _folder_name(match) / Path(member).name, data)
+    return counts
+
+
+# --------------------------------------------------------------------------
+# Weights
+# --------------------------------------------------------------------------
+
+
+def weights_url(arch: str) -> str:
+    """The address of torchvision's ImageNet weights for ``arch``."""
+    from torchvision import models as tvm
+
+    return getattr(tvm, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1.url
+
+
+def fetch_torchvision_weights(archs: Iterable[str] = ("resnet18", "vgg11"), base_url: str | None = None) -> list[Path]:
+    """ImageNet weights into the torch cache (``$TORCH_HOME/hub/checkpoints``),
+    where :mod:`cityviz_helpers.models` loads them offline."""
+    import torch
+
+    paths = []
+    for arch in archs:
+        url = weights_url(arch)
+        if base_url:
+            url = f"{base_url.rstrip('/')}/{Path(url).name}"
+        dest = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        prefix = re.search(r"-([a-f0-9]{8,})\.", dest.name)
+        paths.append(fetch_file(url, dest, sha256_prefix=prefix.group(1) if prefix else None))
+        print(f"{arch}: ImageNet weights in {dest}")
+    return paths
+
+
+def fetch_segformer(variant: str = "b0", folder: str | Path | None = None, endpoint: str = HF_ENDPOINT) -> Path:
+    """An ADE20K Segformer from smp-hub into ``models/segformer-<variant>-ade20k``,
+    loadable offline with ``smp.from_pretrained(folder)``."""
+    folder = Path(folder) if folder else REPO_ROOT / "models" / f"segformer-{variant}-ade20k"
+    repo = SEGFORMER_REPO.format(variant=variant)
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise DownloadError(f"Refusing to write into {folder}: it holds files data_download.sh did not create. "
+                            "Choose another folder or move them.")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(json.dumps({"source": repo, "created_by": "data_download.sh"}))
+    for name in SEGFORMER_FILES:
+        fetch_file(f"{endpoint.rstrip('/')}/{repo}/resolve/main/{name}", folder / name)
+    print(f"Segformer {variant} (ADE20K) in {folder}")
+    return folder
+
+
+# --------------------------------------------------------------------------
+# Command line (data_download.sh)
+# --------------------------------------------------------------------------
+
+EPILOG = """examples:
+  ./data_download.sh                          # Tokyo and Pittsburgh from OpenStreetView-5M
+  ./data_download.sh --list-cities 30         # the 30 cities with most images
+  ./data_download.sh --cities Paris,Tokyo --per-city 300
+  ./data_download.sh --weights                # ImageNet weights + ADE20K Segformer b0 only
+  ./data_download.sh --source gsv-cities      # needs a Kaggle API token
+then run the notebooks on the images:  CITYVIZ_DATA=osv5m make tutorial
+
+Safe to rerun: finished files are kept, interrupted ones resume, and no file
+this script did not create is ever overwritten or deleted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="data_download.sh", description="Fetch real street images and pretrained weights for cityviz.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=["osv5m", "gsv-cities"], default="osv5m",
+                   help="image source: OpenStreetView-5M (default, no account) or GSV-Cities (Kaggle account)")
+    p.add_argument("--cities", default=",".join(PAPER_CITIES),
+                   help="comma-separated city names (default: the paper's Tokyo,Pittsburgh); for osv5m a name "
+                        "or a full unique_city value from --list-cities")
+    p.add_argument("--per-city", type=int, default=600, help="at most this many images per city (default 600)")
+    p.add_argument("--splits", default="test",
+                   help="osv5m splits to draw from: test (default; 210k images, 5 shards), train (4.9M, 98 "
+                        "shards, a much larger metadata file), or test,train")
+    p.add_argument("--list-cities", type=int, nargs="?", const=25, metavar="N",
+                   help="print the N cities with most images (default 25) and exit")
+    p.add_argument("--out", default=None, help="output folder (default data/<source> in the repository)")
+    p.add_argument("--seed", type=int, default=0, help="which images are sampled when a city has more (default 0)")
+    p.add_argument("--weights", action="store_true",
+                   help="fetch only weights: torchvision's ImageNet ResNet-18 and VGG-11 into the torch cache, "
+                        "and the ADE20K Segformer into models/")
+    p.add_argument("--segformer", default="b0", choices=[f"b{i}" for i in range(6)],
+                   help="Segformer size for --weights (default b0, the smallest; b2 is more accurate, with about 7x the parameters)")
+    p.add_argument("--endpoint", default=HF_ENDPOINT, help="Hugging Face hub address (default $HF_ENDPOINT or "
+                                                            "https://huggingface.co; a mirror works too)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.per_city < 1:
+            raise DownloadError("--per-city must be at least 1.")
+        cities = [c.strip() for c in args.cities.split(",") if c.strip()]
+        if args.weights:
+            check_network(args.endpoint)
+            fetch_torchvision_weights()
+            fetch_segformer(args.segformer, endpoint=args.endpoint)
+            return 0
+        if args.source == "gsv-cities":
+            if args.list_cities:
+                raise DownloadError("--list-cities reads OpenStreetView-5M's metadata; GSV-Cities' city folders "
+                                    "are listed when a requested city is missing.")
+            counts = fetch_gsv_cities(args.out, cities, args.per_city, seed=args.seed)
+            print("new images per city:", counts)
+            return 0
+        splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+        if args.list_cities:
+            out = Path(args.out) if args.out else REPO_ROOT / "data" / "osv5m"
+            check_network(args.endpoint)
+            claim_folder(out, "osv5m")
+            table = city_counts(load_osv5m_metadata(out, splits, args.endpoint)).head(args.list_cities)
+            print(table.to_string(index=False))
+            return 0
+        report = fetch_osv5m(args.out, cities, args.per_city, splits, seed=args.seed, endpoint=args.endpoint)
+        for note in report.notes:
+            print("note:", note)
+        print(f"{report.out}: new images {report.written}; {report.kept} already there; "
+              f"{report.missing} listed in the metadata but in no shard; "
+              f"{report.bytes_from_shards / 1e6:.1f} MB in {report.range_requests} range requests.")
+        if report.not_ours:
+            print(f"left alone {len(report.not_ours)} existing file(s) this script did not write, e.g. {report.not_ours[0]}")
+        print(f"Attribution (CC-BY-SA-4.0): {report.out / MANIFEST}. Next: CITYVIZ_DATA=osv5m make tutorial")
+        return 0
+    except DownloadError as err:
+        print(f"data_download.sh: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndata_download.sh: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
