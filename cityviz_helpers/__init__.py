@@ -8,6 +8,6 @@ repeat. Each module's docstring names the notebook that explains it.
 from .settings import PROFILES, Settings, get_settings, settings_hash  # noqa: F401
 from .artifacts import Artifact, artifact  # noqa: F401
 from .results import load_results, merge_results  # noqa: F401
-from .utils import progress, set_seed  # noqa: F401
+from .utils import progress, set_seed, short_path  # noqa: F401
 
 __version__ = "0.1.0"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .settings import REPO_ROOT, Settings
+from .utils import short_path
 
 MARKER = "_artifact.json"
 
@@ -38,7 +39,7 @@ class Artifact:
     seconds: float
 
     def message(self) -> str:
-        where = _short(self.path)
+        where = short_path(self.path)
         if self.loaded:
             return f"{self.step}: loaded the cached artifact {where} (settings hash {self.key})."
         return (f"{self.step}: no valid cached artifact for these settings, computed it "
@@ -49,14 +50,6 @@ class Artifact:
         return json.loads((self.path / MARKER).read_text())
 
 
-def _short(path: Path) -> str:
-    """The path relative to the repository (or the working directory) when it is inside it."""
-    for base in (REPO_ROOT, Path.cwd()):
-        try:
-            return str(path.relative_to(base))
-        except ValueError:
-            pass
-    return str(path)
 
 
 def artifact(

@@ -9,8 +9,13 @@ paper's scale on a GPU. The profile is chosen by, in this order:
 3. the default, ``quick``.
 
 The data world is chosen the same way, by the ``data`` argument or
-``CITYVIZ_DATA``: ``synthetic`` (the built-in cities, the default) or the path
-of an ImageFolder tree of city images.
+``CITYVIZ_DATA``: ``synthetic`` (the built-in cities, the default), ``osv5m``
+or ``gsv-cities`` (the trees ``data_download.sh`` writes under ``data/``), or
+the path of any ImageFolder tree of city images.
+
+Single settings can be changed without editing this file: the ``overrides``
+argument, or ``CITYVIZ_OVERRIDES`` holding JSON (or the path of a JSON file),
+e.g. ``{"train": {"epochs": 3}}``. An unknown name is an error.
 
 Settings are grouped in sections (``dataset``, ...). Each cached artifact is
 keyed by a hash of the sections it depends on, so a changed setting never
@@ -32,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_PROFILE = "quick"
 DEFAULT_DATA = "synthetic"
+#: Names of the trees data_download.sh writes (``data/<name>/``).
+DOWNLOADED = {"osv5m": "osv5m", "gsv-cities": "gsv-cities"}
 
 #: Every setting of every profile. Each top-level key is a section; a step's
 #: artifact hash covers only the sections that step reads.
@@ -63,6 +70,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "lr_gamma": 0.1,
             "max_shift": 0,  # random shifts of up to this many pixels (augmentation beyond the paper's flips)
             "pretrained": ["resnet18"],  # used on real data only; the built-in cities train from scratch
+            "pretrained_lr": 1e-4,  # the paper's rate, for fine-tuning ImageNet weights (at paper width)
             "amp": True,  # mixed precision on CUDA
         },
         "gradcam": {
@@ -127,6 +135,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "lr_gamma": 0.1,
             "max_shift": 0,  # the paper: horizontal flips only
             "pretrained": ["resnet18"],
+            "pretrained_lr": 1e-4,
             "amp": True,
         },
     },
@@ -176,9 +185,10 @@ class Settings:
 
     @property
     def outputs_dir(self) -> Path:
-        """``outputs/<profile>/`` (``CITYVIZ_OUTPUTS`` moves the root)."""
+        """``outputs/<profile>/`` for the built-in cities, ``outputs/<profile>-<dataset>/``
+        for real images, so their numbers never mix (``CITYVIZ_OUTPUTS`` moves the root)."""
         root = Path(_env("CITYVIZ_OUTPUTS", str(REPO_ROOT / "outputs")))
-        return root / self.profile
+        return root / (self.profile if self.data == "synthetic" else f"{self.profile}-{self.dataset_name}")
 
     @property
     def figures_dir(self) -> Path:
@@ -218,6 +228,24 @@ def _merge(base: dict, overrides: Mapping[str, Any], where: str) -> dict:
     return base
 
 
+def _read_overrides(text: str) -> Mapping[str, Any]:
+    """``CITYVIZ_OVERRIDES``: JSON text, or the path of a JSON file."""
+    source = "CITYVIZ_OVERRIDES"
+    if not text.lstrip().startswith("{"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"CITYVIZ_OVERRIDES names {text!r}, which is neither JSON nor a file.")
+        text, source = path.read_text(), str(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source} is not valid JSON ({err}); write e.g. "
+                         '{"train": {"epochs": 3}}.') from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{source} must be a JSON object of sections, e.g. {{\"train\": {{\"epochs\": 3}}}}.")
+    return value
+
+
 def get_settings(
     profile: str | None = None,
     data: str | os.PathLike | None = None,
@@ -237,6 +265,15 @@ def get_settings(
             "(set CITYVIZ_PROFILE or the PROFILE parameter of the notebook)."
         )
     data = str(data) if data is not None else _env("CITYVIZ_DATA", DEFAULT_DATA)
+    if data in DOWNLOADED:
+        folder = REPO_ROOT / "data" / DOWNLOADED[data]
+        if not folder.exists():
+            option = "" if data == "osv5m" else " --source gsv-cities"
+            raise FileNotFoundError(
+                f"CITYVIZ_DATA={data} reads {folder}, which does not exist yet. Fetch the images once with "
+                f"`./data_download.sh{option}` (needs internet; see README, 'Run on real street images'), "
+                "or use 'synthetic' for the built-in cities.")
+        data = str(folder)
     if data != "synthetic" and not Path(data).expanduser().exists():
         raise FileNotFoundError(
             f"CITYVIZ_DATA / data points to {data!r}, which does not exist. Use "
@@ -244,6 +281,9 @@ def get_settings(
             "sub-folder of images per city (see README, 'Settings')."
         )
     sections = copy.deepcopy(PROFILES[profile])
+    env_overrides = _env("CITYVIZ_OVERRIDES")
+    if env_overrides:
+        _merge(sections, _read_overrides(env_overrides), "")
     if overrides:
         _merge(sections, overrides, "")
     return Settings(profile=profile, data=data, sections=sections)

@@ -110,16 +110,33 @@ def model_key(settings: Settings, data: CityData, arch: str, seed: int) -> str:
     with only this architecture's learning rate and pretraining switch, so that
     changing one architecture's never retrains the others), the architecture
     and the seed."""
-    train = {k: v for k, v in settings["train"].items() if k not in ("archs", "seeds", "lr", "pretrained")}
+    train = {k: v for k, v in settings["train"].items()
+             if k not in ("archs", "seeds", "lr", "pretrained", "pretrained_lr")}
+    width, pretrained = arch_setup(settings, arch)
     train["lr"] = _arch_lr(settings, arch)
     train["pretrained"] = arch in settings["train"]["pretrained"]
+    if pretrained:  # real data: ImageNet weights at the paper's width, fine-tuned at their own rate
+        train.update(width=width, imagenet=True)
     return settings_hash({"data": data.fingerprint, "classes": list(data.cities), "train": train,
                           "image_size": settings["dataset"]["image_size"], "arch": arch, "seed": seed,
                           "version": CHECKPOINT_VERSION})
 
 
+def arch_setup(settings: Settings, arch: str) -> tuple[str, bool]:
+    """Width and ImageNet pretraining of ``arch`` under these settings. On real
+    images the architectures in ``train.pretrained`` start from ImageNet weights
+    as in the paper, which exist only at the paper's width; the built-in cities
+    always train from scratch at the profile's width."""
+    cfg = settings["train"]
+    pretrained = arch in cfg["pretrained"] and settings.data != "synthetic"
+    return ("paper" if pretrained else cfg["width"]), pretrained
+
+
 def _arch_lr(settings: Settings, arch: str) -> float:
-    """The learning rate of ``arch``: one rate for all, or one per architecture."""
+    """The learning rate of ``arch``: one rate for all, or one per architecture
+    (``train.pretrained_lr`` when it starts from ImageNet weights)."""
+    if arch_setup(settings, arch)[1]:
+        return settings["train"]["pretrained_lr"]
     lr = settings["train"]["lr"]
     if isinstance(lr, dict):
         if arch not in lr:
@@ -279,13 +296,12 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     folder.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     amp = dev.type == "cuda" and cfg["amp"]
-    pretrained = arch in cfg["pretrained"] and settings.data != "synthetic"
-
+    width, pretrained = arch_setup(settings, arch)
     lr = _arch_lr(settings, arch)
 
     def fresh_start():
         torch.manual_seed(seed)  # the seed fixes the initial weights
-        model = build_model(arch, len(data.cities), size, cfg["width"], pretrained=pretrained).to(dev)
+        model = build_model(arch, len(data.cities), size, width, pretrained=pretrained).to(dev)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
         return model, optimizer, scheduler
@@ -344,7 +360,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
                       "history": history, "best": best, "seconds": seconds}, last)
 
     meta = {"arch": arch, "seed": seed, "classes": list(data.cities), "image_size": size,
-            "width": cfg["width"], "pretrained": pretrained, "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+            "width": width, "pretrained": pretrained, "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
             "key": key, "settings": {"dataset": settings["dataset"], "train": settings["train"]},
             "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "train_seconds": round(seconds, 1),
             "n_params": count_params(model), "device": str(dev), "history": history}

@@ -52,3 +52,18 @@ def atomic_write(path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def short_path(path) -> str:
+    """The path relative to the repository (or the working directory) when it is inside it."""
+    from pathlib import Path
+
+    from .settings import REPO_ROOT
+
+    path = Path(path)
+    for base in (REPO_ROOT, Path.cwd()):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)

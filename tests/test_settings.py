@@ -1,11 +1,13 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 import cityviz_helpers as cv
 from cityviz_helpers.artifacts import artifact
 from cityviz_helpers.results import load_results, merge_results
+from cityviz_helpers.settings import get_settings
 
 
 def test_profiles_and_switches(monkeypatch):
@@ -93,3 +95,35 @@ def test_results_merge_keeps_other_sections():
     assert data["dataset"] == {"n": 1, "m": None}
     assert data["timings"] == {"01": 3.5, "02": 9.0}
     assert json.loads((s.outputs_dir / "results.json").read_text()) == data
+
+
+def test_downloaded_data_names_say_how_to_get_them(monkeypatch):
+    from cityviz_helpers import settings as st
+
+    monkeypatch.setattr(st, "REPO_ROOT", Path("/nonexistent-cityviz"))
+    with pytest.raises(FileNotFoundError, match=r"data_download.sh --source gsv-cities"):
+        get_settings(data="gsv-cities")
+    with pytest.raises(FileNotFoundError, match=r"`./data_download.sh`"):
+        get_settings(data="osv5m")
+
+
+def test_overrides_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CITYVIZ_OVERRIDES", '{"train": {"epochs": 3}}')
+    assert get_settings("quick")["train"]["epochs"] == 3
+    path = tmp_path / "lab.json"
+    path.write_text('{"clustering": {"k": 5}}')
+    monkeypatch.setenv("CITYVIZ_OVERRIDES", str(path))
+    s = get_settings("quick")
+    assert s["clustering"]["k"] == 5 and s["train"]["epochs"] == get_settings("quick", overrides={})["train"]["epochs"]
+    assert s.hash("clustering") != get_settings("quick", overrides={"clustering": {"k": None}}).hash("clustering")
+    monkeypatch.setenv("CITYVIZ_OVERRIDES", '{"train": {"epoch": 3}}')
+    with pytest.raises(KeyError, match="Unknown setting 'train.epoch'"):
+        get_settings("quick")
+    monkeypatch.setenv("CITYVIZ_OVERRIDES", '{"train": ')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        get_settings("quick")
+
+
+def test_real_data_results_never_mix_with_the_built_in_ones(tmp_path):
+    assert get_settings("quick", "synthetic").outputs_dir.name == "quick"
+    assert get_settings("quick", tmp_path).outputs_dir.name.startswith(f"quick-{tmp_path.name}-")
