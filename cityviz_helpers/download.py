@@ -463,11 +463,24 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
     folders = {u: _folder_name(_short(u)) for u in chosen.values()}
     if len(set(folders.values())) < len(folders):  # two places with one name: use the full names
         folders = {u: _folder_name(u) for u in chosen.values()}
+    # every shard's table of contents first (cached), so the sample is drawn from images that exist
+    sources, where = {}, {}
+    for split in splits:
+        for k in range(shards[split]):
+            shard = f"{k:02d}"
+            url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
+            names, sources[split, shard] = _shard_listing(out, split, shard, url)
+            where.update({(split, i): (shard, member) for i, member in names.items()})
     rng = np.random.default_rng(seed)
-    wanted = {}
-    for u in chosen.values():
+    wanted, missing = {}, 0
+    for name, u in chosen.items():
         rows = meta[meta.unique_city == u]
-        take = rows.iloc[np.sort(rng.permutation(len(rows))[:per_city])]
+        present = rows[[(r.split, r.id) in where for r in rows.itertuples(index=False)]]
+        missing += len(rows) - len(present)
+        if len(rows) >= per_city > len(present):
+            notes.append(f"{name}: {len(rows) - len(present)} of its images are listed in the metadata but in no "
+                         f"shard; {len(present)} can be fetched.")
+        take = present.iloc[np.sort(rng.permutation(len(present))[:per_city])]
         wanted.update({r.id: r for r in take.itertuples(index=False)})
 
     manifest = _read_manifest(out)
@@ -475,47 +488,44 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
     todo = {i: r for i, r in wanted.items() if i not in done}
     kept = len(wanted) - len(todo)
     written = {folders[u]: 0 for u in chosen.values()}
-    not_ours, requests, nbytes, new_rows = [], 0, 0, []
-    for split in splits:
-        for k in range(shards[split]):
-            pending = {i: r for i, r in todo.items() if r.split == split}
-            if not pending:
-                break
-            shard = f"{k:02d}"
-            url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
-            names, source = _shard_listing(out, split, shard, url)
-            hits = [(i, names[i]) for i in pending if i in names]
-            if not hits:
-                continue
-            with _open_zip(source, url) as zf:
-                for image_id, member in progress(hits, desc=f"{split} shard {shard}", unit="img"):
-                    row = pending[image_id]
-                    dest = out / folders[row.unique_city] / f"{image_id}.jpg"
-                    if dest.exists():  # a file we did not record: someone else's, leave it
+    not_ours, new_rows = [], []
+
+    def record(image_id, row, dest, split):
+        new_rows.append({"file": str(dest.relative_to(out)), "id": image_id, "city": folders[row.unique_city],
+                         "split": split, "creator_username": row.creator_username, "creator_id": row.creator_id,
+                         "licence": OSV5M_LICENCE, "source": f"https://huggingface.co/datasets/{OSV5M_REPO}"})
+        if len(new_rows) % 200 == 0:  # keep the manifest current in case of interruption
+            _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
+
+    for (split, shard), source in sources.items():
+        hits = [(i, where[split, i][1]) for i, r in todo.items() if r.split == split and where[split, i][0] == shard]
+        if not hits:
+            continue
+        url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
+        with _open_zip(source, url) as zf:
+            for image_id, member in progress(hits, desc=f"{split} shard {shard}", unit="img"):
+                row = todo[image_id]
+                dest = out / folders[row.unique_city] / f"{image_id}.jpg"
+                try:
+                    data = zf.read(member)
+                except zipfile.BadZipFile as err:
+                    raise DownloadError(f"Checksum mismatch in {member} of {url} ({err}): the transfer was "
+                                        "corrupted. Rerun: finished images are kept.") from None
+                if dest.exists():
+                    if dest.read_bytes() == data:  # written by a run stopped before its manifest was saved
+                        record(image_id, row, dest, split)
+                        kept += 1
+                    else:  # someone else's file: leave it alone
                         not_ours.append(str(dest))
-                        todo.pop(image_id)
-                        continue
-                    try:
-                        data = zf.read(member)
-                    except zipfile.BadZipFile as err:
-                        raise DownloadError(f"Checksum mismatch in {member} of {url} ({err}): the transfer was "
-                                            "corrupted. Rerun: finished images are kept.") from None
-                    _write_new(dest, data)
-                    written[folders[row.unique_city]] += 1
-                    todo.pop(image_id)
-                    new_rows.append({"file": str(dest.relative_to(out)), "id": image_id, "city": folders[row.unique_city],
-                                     "split": split, "creator_username": row.creator_username,
-                                     "creator_id": row.creator_id, "licence": OSV5M_LICENCE,
-                                     "source": f"https://huggingface.co/datasets/{OSV5M_REPO}"})
-                    if len(new_rows) % 200 == 0:  # keep the manifest current in case of interruption
-                        _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
-            if isinstance(source, RangeFile):
-                requests += source.stats["requests"]
-                nbytes += source.stats["bytes"]
+                    continue
+                _write_new(dest, data)
+                written[folders[row.unique_city]] += 1
+                record(image_id, row, dest, split)
     if new_rows:
         _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
-    return Osv5mReport(out=out, written=written, kept=kept,
-                       missing=len(todo), not_ours=not_ours, range_requests=requests, bytes_from_shards=nbytes,
+    stats = [s.stats for s in sources.values() if isinstance(s, RangeFile)]
+    return Osv5mReport(out=out, written=written, kept=kept, missing=missing, not_ours=not_ours,
+                       range_requests=sum(s["requests"] for s in stats), bytes_from_shards=sum(s["bytes"] for s in stats),
                        notes=notes)
 
 
@@ -612,13 +622,16 @@ def weights_url(arch: str) -> str:
     return getattr(tvm, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1.url
 
 
-def fetch_torchvision_weights(archs: Iterable[str] = ("resnet18", "vgg11"), base_url: str | None = None) -> list[Path]:
+def fetch_torchvision_weights(archs: Iterable[str] = ("resnet18",), base_url: str | None = None) -> list[Path]:
     """ImageNet weights into the torch cache (``$TORCH_HOME/hub/checkpoints``),
     where :mod:`cityviz_helpers.models` loads them offline."""
     import torch
 
     paths = []
     for arch in archs:
+        if arch not in TORCHVISION_WEIGHTS:
+            raise DownloadError(f"No ImageNet weights for {arch!r}: choose from {', '.join(TORCHVISION_WEIGHTS)} "
+                                "(simple and simpler are trained from scratch, as in the paper).")
         url = weights_url(arch)
         if base_url:
             url = f"{base_url.rstrip('/')}/{Path(url).name}"
@@ -653,7 +666,7 @@ EPILOG = """examples:
   ./data_download.sh                          # Tokyo and Pittsburgh from OpenStreetView-5M
   ./data_download.sh --list-cities 30         # the 30 cities with most images
   ./data_download.sh --cities Paris,Tokyo --per-city 300
-  ./data_download.sh --weights                # ImageNet weights + ADE20K Segformer b0 only
+  ./data_download.sh --weights                # ResNet-18 ImageNet weights + ADE20K Segformer b0
   ./data_download.sh --source gsv-cities      # needs a Kaggle API token
 then run the notebooks on the images:  CITYVIZ_DATA=osv5m make tutorial
 
@@ -680,8 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default data/<source> in the repository)")
     p.add_argument("--seed", type=int, default=0, help="which images are sampled when a city has more (default 0)")
     p.add_argument("--weights", action="store_true",
-                   help="fetch only weights: torchvision's ImageNet ResNet-18 and VGG-11 into the torch cache, "
-                        "and the ADE20K Segformer into models/")
+                   help="fetch only weights: torchvision's ImageNet weights (see --imagenet) into the torch "
+                        "cache, and the ADE20K Segformer into models/")
+    p.add_argument("--imagenet", default="resnet18",
+                   help="architectures whose ImageNet weights --weights fetches (default resnet18, the one the "
+                        "settings fine-tune; add vgg11 (531 MB) if you put it in train.pretrained)")
     p.add_argument("--segformer", default="b0", choices=[f"b{i}" for i in range(6)],
                    help="Segformer size for --weights (default b0, the smallest; b2 is more accurate, with about 7x the parameters)")
     p.add_argument("--endpoint", default=HF_ENDPOINT, help="Hugging Face hub address (default $HF_ENDPOINT or "
@@ -697,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         cities = [c.strip() for c in args.cities.split(",") if c.strip()]
         if args.weights:
             check_network(args.endpoint)
-            fetch_torchvision_weights()
+            fetch_torchvision_weights([a.strip() for a in args.imagenet.split(",") if a.strip()])
             fetch_segformer(args.segformer, endpoint=args.endpoint)
             return 0
         if args.source == "gsv-cities":

@@ -257,3 +257,25 @@ def test_shell_entry_point_runs_from_any_directory(tmp_path):
         assert option in done.stdout
     bad = subprocess.run([str(script), "--per-city", "0"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "--per-city must be at least 1" in bad.stderr
+
+
+def test_command_line_lists_cities_and_fetches(osv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(dl, "OSV5M_SHARDS", SHARDS)
+    out = tmp_path / "osv5m"
+    assert dl.main(["--list-cities", "3", "--endpoint", osv.url, "--out", str(out)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert "unique_city" in listing[0] and listing[1].split()[0] == "Tokyo_NaN_Tokyo_JP" and len(listing) == 4
+    assert dl.main(["--cities", "Paris,Tokyo", "--per-city", "2", "--endpoint", osv.url, "--out", str(out)]) == 0
+    assert "new images {'Paris': 2, 'Tokyo': 2}" in capsys.readouterr().out
+    assert dl.main(["--cities", "Atlantis", "--endpoint", osv.url, "--out", str(out)]) == 1
+    assert "No city called 'Atlantis'" in capsys.readouterr().err
+
+
+def test_images_written_before_an_interruption_are_recognised(osv, tmp_path):
+    out = tmp_path / "osv5m"
+    fetch(osv, out)
+    manifest = pd.read_csv(out / dl.MANIFEST, dtype=str)
+    manifest.iloc[:5].to_csv(out / dl.MANIFEST, index=False)  # as if killed before the manifest was saved
+    report = fetch(osv, out)
+    assert report.written == {"Tokyo": 0, "Pittsburgh": 0} and report.kept == 8 and report.not_ours == []
+    assert sorted(pd.read_csv(out / dl.MANIFEST, dtype=str).id) == sorted(manifest.id)
