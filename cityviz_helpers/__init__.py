@@ -5,9 +5,28 @@ The notebooks in ``notebooks/`` tell the story; this package holds what they
 repeat. Each module's docstring names the notebook that explains it.
 """
 
-from .settings import PROFILES, Settings, get_settings, settings_hash  # noqa: F401
-from .artifacts import Artifact, artifact  # noqa: F401
-from .results import load_results, merge_results  # noqa: F401
-from .utils import progress, set_seed, short_path  # noqa: F401
+import importlib
+
+# The helpers are imported on first use (PEP 562), so that a light entry point
+# such as `data_download.sh --help` works before the heavy dependencies are installed.
+_EXPORTS = {
+    "PROFILES": "settings", "Settings": "settings", "get_settings": "settings", "settings_hash": "settings",
+    "Artifact": "artifacts", "artifact": "artifacts",
+    "load_results": "results", "merge_results": "results",
+    "progress": "utils", "set_seed": "utils", "short_path": "utils",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    try:
+        return importlib.import_module(f".{name}", __name__)  # a submodule, e.g. cv.settings
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":  # the submodule exists but needs something missing
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
 
 __version__ = "0.1.0"

@@ -47,13 +47,13 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .settings import REPO_ROOT
 from .utils import progress
+
+if TYPE_CHECKING:  # numpy and pandas are imported where used, so that --help works before installing
+    import pandas as pd
 
 HF_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 OSV5M_REPO = "osv5m/osv5m"
@@ -332,6 +332,8 @@ def _folder_name(name: str) -> str:
 
 
 def _read_manifest(out: Path) -> pd.DataFrame:
+    import pandas as pd
+
     path = out / MANIFEST
     if path.exists():
         return pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -357,6 +359,8 @@ def osv5m_url(path: str, endpoint: str = HF_ENDPOINT) -> str:
 
 def read_osv5m_metadata(path: Path, split: str) -> pd.DataFrame:
     """The metadata columns we need (id, city, creator) from a split's CSV."""
+    import pandas as pd
+
     try:
         header = pd.read_csv(path, nrows=0)
         missing = [c for c in OSV5M_COLUMNS if c not in header.columns]
@@ -378,6 +382,8 @@ def read_osv5m_metadata(path: Path, split: str) -> pd.DataFrame:
 
 def city_counts(meta: pd.DataFrame) -> pd.DataFrame:
     """Images per ``unique_city``, most first, with the short name."""
+    import pandas as pd
+
     counts = meta.groupby("unique_city").size().sort_values(ascending=False, kind="stable")
     return pd.DataFrame({"unique_city": counts.index, "name": [_short(c) for c in counts.index],
                          "images": counts.values})
@@ -453,6 +459,9 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
                 shards: dict[str, int] | None = None, check: bool = True) -> Osv5mReport:
     """Fetch up to ``per_city`` images of each city into ``out/<city>/<id>.jpg``
     with an attribution manifest. Safe to rerun: finished images are kept."""
+    import numpy as np
+    import pandas as pd
+
     out = Path(out) if out else REPO_ROOT / "data" / "osv5m"
     shards = shards or OSV5M_SHARDS
     if check:
@@ -530,6 +539,8 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
 
 
 def load_osv5m_metadata(out: Path, splits: Sequence[str], endpoint: str = HF_ENDPOINT) -> pd.DataFrame:
+    import pandas as pd
+
     tables = []
     for split in splits:
         if split not in OSV5M_SHARDS:
@@ -557,6 +568,8 @@ def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = PAPE
                      seed: int = 0, kaggle: str = "kaggle") -> dict[str, int]:
     """Download GSV-Cities with the Kaggle tool and unpack up to ``per_city``
     images of each city into ``out/<City>/``. Needs a Kaggle account."""
+    import numpy as np
+
     out = Path(out) if out else REPO_ROOT / "data" / "gsv-cities"
     if kaggle_token() is None:
         raise DownloadError(
@@ -707,6 +720,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        import numpy  # noqa: F401
+        import pandas  # noqa: F401
+    except ModuleNotFoundError as err:
+        print(f"data_download.sh: this Python ({sys.executable}) lacks {err.name}: cityviz's environment is not "
+              f"installed yet. Run `make install` in {REPO_ROOT} once (or activate the conda environment from "
+              "environment.yml) and rerun.", file=sys.stderr)
+        return 1
     try:
         if args.per_city < 1:
             raise DownloadError("--per-city must be at least 1.")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import random
 
-import numpy as np
-
 
 def quiet() -> bool:
     """True under tests and CI (``CITYVIZ_QUIET=1``, ``CI``, pytest): no progress bars."""
@@ -26,6 +24,8 @@ def progress(iterable=None, disable: bool | None = None, **kwargs):
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and (if installed) PyTorch, and make cuDNN deterministic."""
     random.seed(seed)
+    import numpy as np
+
     np.random.seed(seed)
     try:
         import torch

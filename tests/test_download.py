@@ -279,3 +279,12 @@ def test_images_written_before_an_interruption_are_recognised(osv, tmp_path):
     report = fetch(osv, out)
     assert report.written == {"Tokyo": 0, "Pittsburgh": 0} and report.kept == 8 and report.not_ours == []
     assert sorted(pd.read_csv(out / dl.MANIFEST, dtype=str).id) == sorted(manifest.id)
+
+
+def test_help_works_before_the_environment_is_installed(tmp_path):
+    # `python -S` sees no site-packages: as in a fresh clone before `make install`
+    bare = [sys.executable, "-S", "-m", "cityviz_helpers.download"]
+    done = subprocess.run(bare + ["--help"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "--per-city" in done.stdout, done.stderr
+    done = subprocess.run(bare + ["--out", str(tmp_path / "x")], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "make install" in done.stderr and not (tmp_path / "x").exists()
