@@ -18,7 +18,7 @@ import torch
 
 from cityviz_helpers import get_settings
 from cityviz_helpers.models import build_model
-from cityviz_helpers.train import SplitTensors, normalise, pick_device, run_epoch
+from cityviz_helpers.train import SplitTensors, channels_last, normalise, pick_device, run_epoch
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 4, (n,), generator=gen)
     data = SplitTensors(images, labels, [""] * n)
-    floats = normalise(images, dev)
+    floats = normalise(images, dev).contiguous(memory_format=torch.channels_last)
     print(f"profile {s.profile}: {size} px, batch {bs}, {n} images per measurement, device {dev}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'architecture':12s} {'pipeline img/s':>15s} {'bare loop img/s':>16s} {'overhead':>9s}")
@@ -42,7 +42,7 @@ def main():
         rates = {}
         for mode in ("pipeline", "bare"):
             torch.manual_seed(0)
-            model = build_model(arch, 4, size, cfg["width"]).to(dev)
+            model = channels_last(build_model(arch, 4, size, cfg["width"]).to(dev))
             lr = cfg["lr"][arch] if isinstance(cfg["lr"], dict) else cfg["lr"]
             opt = torch.optim.Adam(model.parameters(), lr=lr)
             scaler = torch.amp.GradScaler("cuda", enabled=False)
