@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .settings import REPO_ROOT, Settings
+from .settings import Settings
 from .utils import short_path
 
 MARKER = "_artifact.json"
@@ -48,8 +48,6 @@ class Artifact:
     @property
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / MARKER).read_text())
-
-
 
 
 def artifact(

@@ -72,7 +72,17 @@ BLOCK = 64 * 1024  # read-ahead of ranged reads: a zip member header plus most o
 
 
 class DownloadError(RuntimeError):
-    """A download failed; the message says why and what to do."""
+    """A download failed; the message says why and what to do. ``status`` is
+    the HTTP status when the server answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+OFFLINE_HINT = ("data_download.sh needs internet. Offline, use the built-in cities (CITYVIZ_DATA=synthetic, "
+                "the default) or point CITYVIZ_DATA at a folder of city images you already have (README, "
+                "'Run on real street images').")
 
 
 # --------------------------------------------------------------------------
@@ -80,9 +90,9 @@ class DownloadError(RuntimeError):
 # --------------------------------------------------------------------------
 
 
-def _request(url: str, *, headers: dict | None = None, method: str = "GET", timeout: float = 30.0):
-    """Open ``url``; turn each kind of failure into a :class:`DownloadError`."""
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})}, method=method)
+def _request(url: str, *, headers: dict | None = None, timeout: float = 30.0):
+    """GET ``url``; turn each kind of failure into a :class:`DownloadError`."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
     try:
         return urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as err:
@@ -91,13 +101,10 @@ def _request(url: str, *, headers: dict | None = None, method: str = "GET", time
                 404: "not found: the dataset or model may have moved; check the address or --endpoint",
                 429: "too many requests: wait a few minutes and rerun (finished files are kept)"}.get(
             err.code, "the server failed; rerun later (finished files are kept, partial ones resume)")
-        raise DownloadError(f"HTTP {err.code} for {url}: {hint}.") from None
+        raise DownloadError(f"HTTP {err.code} for {url}: {hint}.", status=err.code) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(
-            f"Could not reach {urllib.parse.urlsplit(url).netloc} ({reason}). data_download.sh needs "
-            "internet. Offline, use the built-in cities (CITYVIZ_DATA=synthetic, the default) or point "
-            "CITYVIZ_DATA at a folder of city images you already have (README, 'Run on real street images').") from None
+        raise DownloadError(f"Could not reach {urllib.parse.urlsplit(url).netloc} ({reason}). {OFFLINE_HINT}") from None
 
 
 def check_network(url: str, timeout: float = 5.0) -> None:
@@ -107,10 +114,7 @@ def check_network(url: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as err:
-        raise DownloadError(
-            f"No network: cannot connect to {parts.hostname}:{port} ({err}). data_download.sh needs "
-            "internet. Offline, use the built-in cities (CITYVIZ_DATA=synthetic, the default) or point "
-            "CITYVIZ_DATA at a folder of city images you already have (README, 'Run on real street images').") from None
+        raise DownloadError(f"No network: cannot connect to {parts.hostname}:{port} ({err}). {OFFLINE_HINT}") from None
 
 
 def _disk_full(err: OSError, path: Path) -> DownloadError:
@@ -136,10 +140,10 @@ def _etag_sha256(headers) -> str | None:
     return None
 
 
-def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, sha256_prefix: str | None = None,
+def fetch_file(url: str, dest: str | Path, *, sha256_prefix: str | None = None,
                retries: int = 3, show_progress: bool = True, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest``: resumable (a ``.part`` file and HTTP ranges),
-    verified (sha256 given, or reported by the server as the ETag, or a prefix of
+    verified (the sha256 the server reports as the ETag, or a given prefix of
     it), and renamed into place only when complete. An existing ``dest`` is
     returned untouched."""
     dest = Path(dest)
@@ -147,14 +151,14 @@ def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, sha256_
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    attempt, total, expected = 0, None, sha256
+    attempt, total, expected = 0, None, None
     while True:
         offset = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             resp = _request(url, headers=headers, timeout=timeout)
         except DownloadError as err:
-            if "HTTP 416" in str(err) and total is None and offset:
+            if err.status == 416 and total is None and offset:
                 raise DownloadError(f"{part} is longer than {url}: it is not a part of that file. Move it away "
                                     "and rerun.") from None
             raise
@@ -252,11 +256,10 @@ class RangeFile(io.RawIOBase):
         n = min(len(buffer), self.size - self.pos)
         if n <= 0:
             return 0
-        got = 0
-        for attempt in range(self.retries + 1):
-            start = self.pos + got
+        got, drops = 0, 0
+        while got < n:  # a dropped connection: ask again for the rest
             try:
-                with _request(self.url, headers={"Range": f"bytes={start}-{self.pos + n - 1}"},
+                with _request(self.url, headers={"Range": f"bytes={self.pos + got}-{self.pos + n - 1}"},
                               timeout=self.timeout) as resp:
                     self.stats["requests"] += 1
                     if resp.status != 206:
@@ -267,17 +270,13 @@ class RangeFile(io.RawIOBase):
                             break
                         buffer[got:got + len(chunk)] = chunk
                         got += len(chunk)
-            except DownloadError:
-                raise
-            except Exception as err:  # a dropped connection: retry the rest
-                if attempt == self.retries:
-                    raise DownloadError(f"The transfer from {self.url} dropped {self.retries + 1} times ({err}). "
-                                        "Rerun the same command: finished images are kept.") from None
-            if got == n:
-                break
-        else:
-            raise DownloadError(f"The transfer from {self.url} dropped {self.retries + 1} times. Rerun the "
-                                "same command: finished images are kept.")
+            except (ConnectionError, socket.timeout, http.client.HTTPException):
+                pass
+            if got < n:
+                drops += 1
+                if drops > self.retries:
+                    raise DownloadError(f"The transfer from {self.url} dropped {drops} times. Rerun the same "
+                                        "command: finished images are kept.")
         self.pos += got
         self.stats["bytes"] += got
         return got
@@ -385,11 +384,11 @@ def city_counts(meta: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     counts = meta.groupby("unique_city").size().sort_values(ascending=False, kind="stable")
-    return pd.DataFrame({"unique_city": counts.index, "name": [_short(c) for c in counts.index],
+    return pd.DataFrame({"unique_city": counts.index, "name": [_city_name(c) for c in counts.index],
                          "images": counts.values})
 
 
-def _short(unique_city: str) -> str:
+def _city_name(unique_city: str) -> str:
     return unique_city.split("_", 1)[0]
 
 
@@ -456,7 +455,7 @@ def _open_zip(source, url: str) -> zipfile.ZipFile:
 
 def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CITIES, per_city: int = 600,
                 splits: Sequence[str] = ("test",), seed: int = 0, endpoint: str = HF_ENDPOINT,
-                shards: dict[str, int] | None = None, check: bool = True) -> Osv5mReport:
+                shards: dict[str, int] | None = None) -> Osv5mReport:
     """Fetch up to ``per_city`` images of each city into ``out/<city>/<id>.jpg``
     with an attribution manifest. Safe to rerun: finished images are kept."""
     import numpy as np
@@ -464,12 +463,11 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
 
     out = Path(out) if out else REPO_ROOT / "data" / "osv5m"
     shards = shards or OSV5M_SHARDS
-    if check:
-        check_network(endpoint)
+    check_network(endpoint)
     claim_folder(out, "osv5m")
     meta = load_osv5m_metadata(out, splits, endpoint)
     chosen, notes = match_cities(meta, cities, per_city)
-    folders = {u: _folder_name(_short(u)) for u in chosen.values()}
+    folders = {u: _folder_name(_city_name(u)) for u in chosen.values()}
     if len(set(folders.values())) < len(folders):  # two places with one name: use the full names
         folders = {u: _folder_name(u) for u in chosen.values()}
     # every shard's table of contents first (cached), so the sample is drawn from images that exist
@@ -478,7 +476,8 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
         for k in range(shards[split]):
             shard = f"{k:02d}"
             url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
-            names, sources[split, shard] = _shard_listing(out, split, shard, url)
+            names, source = _shard_listing(out, split, shard, url)
+            sources[split, shard] = (url, source)
             where.update({(split, i): (shard, member) for i, member in names.items()})
     rng = np.random.default_rng(seed)
     wanted, missing = {}, 0
@@ -499,18 +498,20 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
     written = {folders[u]: 0 for u in chosen.values()}
     not_ours, new_rows = [], []
 
+    def save_manifest():
+        _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
+
     def record(image_id, row, dest, split):
         new_rows.append({"file": str(dest.relative_to(out)), "id": image_id, "city": folders[row.unique_city],
                          "split": split, "creator_username": row.creator_username, "creator_id": row.creator_id,
                          "licence": OSV5M_LICENCE, "source": f"https://huggingface.co/datasets/{OSV5M_REPO}"})
         if len(new_rows) % 200 == 0:  # keep the manifest current in case of interruption
-            _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
+            save_manifest()
 
-    for (split, shard), source in sources.items():
+    for (split, shard), (url, source) in sources.items():
         hits = [(i, where[split, i][1]) for i, r in todo.items() if r.split == split and where[split, i][0] == shard]
         if not hits:
             continue
-        url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
         with _open_zip(source, url) as zf:
             for image_id, member in progress(hits, desc=f"{split} shard {shard}", unit="img"):
                 row = todo[image_id]
@@ -531,8 +532,8 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
                 written[folders[row.unique_city]] += 1
                 record(image_id, row, dest, split)
     if new_rows:
-        _write_manifest(out, pd.concat([manifest, pd.DataFrame(new_rows)], ignore_index=True))
-    stats = [s.stats for s in sources.values() if isinstance(s, RangeFile)]
+        save_manifest()
+    stats = [s.stats for _, s in sources.values() if isinstance(s, RangeFile)]
     return Osv5mReport(out=out, written=written, kept=kept, missing=missing, not_ours=not_ours,
                        range_requests=sum(s["requests"] for s in stats), bytes_from_shards=sum(s["bytes"] for s in stats),
                        notes=notes)
@@ -660,11 +661,7 @@ def fetch_segformer(variant: str = "b0", folder: str | Path | None = None, endpo
     loadable offline with ``smp.from_pretrained(folder)``."""
     folder = Path(folder) if folder else REPO_ROOT / "models" / f"segformer-{variant}-ade20k"
     repo = SEGFORMER_REPO.format(variant=variant)
-    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
-        raise DownloadError(f"Refusing to write into {folder}: it holds files data_download.sh did not create. "
-                            "Choose another folder or move them.")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text(json.dumps({"source": repo, "created_by": "data_download.sh"}))
+    claim_folder(folder, repo)
     for name in SEGFORMER_FILES:
         fetch_file(f"{endpoint.rstrip('/')}/{repo}/resolve/main/{name}", folder / name)
     print(f"Segformer {variant} (ADE20K) in {folder}")

@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = "quick"
 DEFAULT_DATA = "synthetic"
 #: Names of the trees data_download.sh writes (``data/<name>/``).
-DOWNLOADED = {"osv5m": "osv5m", "gsv-cities": "gsv-cities"}
+DOWNLOADED = ("osv5m", "gsv-cities")
 
 #: Every setting of every profile. Each top-level key is a section; a step's
 #: artifact hash covers only the sections that step reads.
@@ -266,7 +266,7 @@ def get_settings(
         )
     data = str(data) if data is not None else _env("CITYVIZ_DATA", DEFAULT_DATA)
     if data in DOWNLOADED:
-        folder = REPO_ROOT / "data" / DOWNLOADED[data]
+        folder = REPO_ROOT / "data" / data
         if not folder.exists():
             option = "" if data == "osv5m" else " --source gsv-cities"
             raise FileNotFoundError(
