@@ -173,6 +173,16 @@ def build_model(arch: str, n_classes: int, image_size: int, width: str = "paper"
     return get_architecture(arch).build(n_classes, image_size, width=width, pretrained=pretrained)
 
 
+def set_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Set the drop probability of every dropout layer of ``model`` (the paper: 0.5)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"A dropout probability must be in [0, 1), not {p}.")
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+    return model
+
+
 def target_layer(model: nn.Module, arch: str) -> nn.Module:
     """The layer whose output Grad-CAM explains (the last convolutional block's output)."""
     return get_architecture(arch).target_layer(model)

@@ -85,8 +85,12 @@ def test_same_seed_same_weights_and_checkpoint_round_trip(tiny, tmp_path, monkey
     assert again.loaded
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
-    s, d, tr, va = tiny
+@pytest.mark.parametrize("schedule", ["onecycle", "step"])  # stepped per batch / per epoch
+def test_killed_run_resumes_to_the_same_weights(schedule, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    s = cv.get_settings(overrides={**TINY, "train": {**TINY["train"], "schedule": schedule}})
+    d = cvdata.load_dataset(s, verbose=False)
+    tr, va = split_tensors(d, "train", 96, False), split_tensors(d, "val", 96, False)
     reference = train_model(s, d, "resnet18", 0, tr, va, verbose=False)
     monkeypatch.setenv("CITYVIZ_ARTIFACTS", str(tmp_path / "killed"))
 
@@ -105,6 +109,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
     for (k, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
     assert resumed.meta["history"]["val_accuracy"] == reference.meta["history"]["val_accuracy"]
+    assert resumed.meta["history"]["lr"] == reference.meta["history"]["lr"]
 
 
 def test_a_different_dataset_never_reuses_a_model(tiny):
@@ -186,3 +191,41 @@ def test_changing_one_architectures_learning_rate_keeps_the_others_models(tiny):
         **s["train"]["lr"], "simpler": s["train"]["lr"]["simpler"] * 2}}})
     assert model_dir(other, d, "resnet18", 0) == model_dir(s, d, "resnet18", 0)
     assert model_dir(other, d, "simpler", 0) != model_dir(s, d, "simpler", 0)
+
+
+def test_schedules_and_dropout_follow_the_settings(tiny):
+    from cityviz_helpers.models import set_dropout
+    from cityviz_helpers.train import make_scheduler
+
+    s, d, tr, va = tiny
+    model = set_dropout(build_model("simple", 4, 96, "narrow"), 0.2)
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.2]
+    with pytest.raises(ValueError, match="dropout"):
+        set_dropout(model, 1.0)
+    cfg = {**s["train"], "epochs": 4, "schedule": "onecycle", "warmup": 0.25}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched, rates = make_scheduler(opt, cfg, 1e-3, batches=10), []
+    for _ in range(40):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == 9  # peak at the end of the first quarter
+    assert rates[0] < 1e-4 and rates[-1] < 1e-5
+    with pytest.raises(ValueError, match="schedule"):
+        make_scheduler(opt, {**cfg, "schedule": "cosine"}, 1e-3, 10)
+    trained = train_model(s, d, "simple", 0, tr, va, verbose=False)
+    assert trained.meta["precision"] in ("float32", "bfloat16")
+    assert len(trained.meta["history"]["lr"]) == 3
+
+
+def test_mixed_precision_only_where_the_hardware_has_it(monkeypatch):
+    from cityviz_helpers.train import autocast_dtype
+
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
+    assert autocast_dtype(torch.device("cuda"), amp=False) is None
+    assert autocast_dtype(torch.device("mps")) is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert autocast_dtype(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    assert autocast_dtype(torch.device("cpu"), amp=False) is None
