@@ -121,9 +121,11 @@ def _label_lookup(labels: Sequence[int]) -> torch.Tensor:
 
 def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmenter:
     """Train (or load from the cache) the segmentation model of the built-in cities."""
+    import segmentation_models_pytorch as smp
+
     from .artifacts import artifact
     from .data import ground_truth
-    from .train import load_images, normalise, pick_device
+    from .train import autocast_dtype, load_images, normalise, pick_device
 
     cfg, size = settings["segmentation"], settings["dataset"]["image_size"]
     if not data.has_ground_truth:
@@ -144,10 +146,19 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
         steps = cfg["epochs"] * ((len(images) + cfg["batch_size"] - 1) // cfg["batch_size"])
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
         # small objects (signs, flags, traffic lights) cover few pixels: weigh classes by the inverse
-        # square root of their pixel frequency, so the loss does not ignore them
+        # square root of their pixel frequency, so the loss does not ignore them; the Dice loss (smp's)
+        # scores each class by its overlap whatever its size, which is what mIoU measures
         freq = torch.bincount(target_all[target_all >= 0].ravel(), minlength=len(present)).double()
         weight = (freq.sum() / len(present) / freq.clamp_min(1)).sqrt().float()
-        loss_fn = nn.CrossEntropyLoss(weight=(weight / weight.mean()).to(device), ignore_index=-100)
+        cross_entropy = nn.CrossEntropyLoss(weight=(weight / weight.mean()).to(device), ignore_index=-100)
+        dice = smp.losses.DiceLoss("multiclass", ignore_index=-100)
+
+        def loss_fn(logits, target):
+            loss = cross_entropy(logits, target)
+            return loss + cfg["dice_weight"] * dice(logits, target) if cfg["dice_weight"] else loss
+
+        amp_dtype = autocast_dtype(device)  # mixed precision as for the classifiers
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         start = time.perf_counter()
         model.train()
         for epoch in progress(range(cfg["epochs"]), desc="segmenter", leave=False):
@@ -158,13 +169,17 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
                 x, y = images[idx].clone(), target_all[idx].clone()
                 f = flips[idx]
                 x[f], y[f] = x[f].flip(-1), y[f].flip(-1)
-                loss = loss_fn(model(normalise(x, device)), y.to(device))
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = model(normalise(x, device))
+                loss = loss_fn(logits.float(), y.to(device))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
         meta = {"labels": present, "train_seconds": round(time.perf_counter() - start, 1),
+                "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
                 "n_train_images": len(images), "model_config": cfg}
         (folder / "segmenter.json").write_text(json.dumps(meta, indent=1))
         return meta

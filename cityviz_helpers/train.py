@@ -185,8 +185,11 @@ def make_scheduler(optimizer, cfg, lr: float, batches: int):
     if cfg["schedule"] == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
     if cfg["schedule"] == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=cfg["epochs"] * batches,
-                                                   pct_start=cfg["warmup"])
+        total = cfg["epochs"] * batches
+        if total < 4:  # too short for two phases (a smoke test): keep the rate constant
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        warmup = min(max(cfg["warmup"], 2 / total), 1 - 2 / total)  # at least two batches per phase
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)
     raise ValueError(f"train.schedule must be 'step' or 'onecycle', not {cfg['schedule']!r}.")
 
 

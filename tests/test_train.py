@@ -211,6 +211,11 @@ def test_schedules_and_dropout_follow_the_settings(tiny):
         sched.step()
     assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == 9  # peak at the end of the first quarter
     assert rates[0] < 1e-4 and rates[-1] < 1e-5
+    for batches in (1, 2, 3):  # very short runs (smoke tests on a few images) still get a schedule
+        short = make_scheduler(opt, {**cfg, "epochs": 2}, 1e-3, batches)
+        for _ in range(2 * batches):
+            opt.step()
+            short.step()
     with pytest.raises(ValueError, match="schedule"):
         make_scheduler(opt, {**cfg, "schedule": "cosine"}, 1e-3, 10)
     trained = train_model(s, d, "simple", 0, tr, va, verbose=False)
