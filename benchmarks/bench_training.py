@@ -20,8 +20,8 @@ import torch
 
 from cityviz_helpers import get_settings
 from cityviz_helpers.models import build_model
-from cityviz_helpers.train import (SplitTensors, autocast_dtype, channels_last, normalise, per_arch, pick_device,
-                                   run_epoch)
+from cityviz_helpers.train import (SplitTensors, autocast, autocast_dtype, channels_last, normalise, per_arch,
+                                   pick_device, precision_name, run_epoch)
 
 
 def main():
@@ -42,7 +42,7 @@ def main():
     floats = normalise(images, dev).contiguous(memory_format=torch.channels_last)
     print(f"profile {s.profile}: {size} px, batch {bs}, {n} images per measurement, device {dev}, "
           f"{torch.get_num_threads()} threads, "
-          f"precision {str(dtype or torch.float32).replace('torch.', '')}")
+          f"precision {precision_name(dtype)}")
     print(f"{'architecture':12s} {'pipeline img/s':>15s} {'bare loop img/s':>16s} {'overhead':>9s}")
     for arch in cfg["archs"]:
         rates = {}
@@ -60,7 +60,7 @@ def main():
             else:
                 model.train()
                 for i in range(0, n, bs):
-                    with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    with autocast(dev, dtype):
                         loss = torch.nn.functional.cross_entropy(model(floats[i:i + bs]), labels[i:i + bs].to(dev))
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()

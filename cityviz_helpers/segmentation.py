@@ -125,7 +125,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
 
     from .artifacts import artifact
     from .data import ground_truth
-    from .train import autocast_dtype, load_images, normalise, pick_device
+    from .train import autocast, autocast_dtype, load_images, normalise, pick_device, precision_name
 
     cfg, size = settings["segmentation"], settings["dataset"]["image_size"]
     if not data.has_ground_truth:
@@ -169,7 +169,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
                 x, y = images[idx].clone(), target_all[idx].clone()
                 f = flips[idx]
                 x[f], y[f] = x[f].flip(-1), y[f].flip(-1)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                with autocast(device, amp_dtype):
                     logits = model(normalise(x, device))
                 loss = loss_fn(logits.float(), y.to(device))
                 opt.zero_grad(set_to_none=True)
@@ -179,7 +179,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
                 sched.step()
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
         meta = {"labels": present, "train_seconds": round(time.perf_counter() - start, 1),
-                "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+                "precision": precision_name(amp_dtype),
                 "n_train_images": len(images), "model_config": cfg}
         (folder / "segmenter.json").write_text(json.dumps(meta, indent=1))
         return meta

@@ -90,6 +90,17 @@ def autocast_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None
     return None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The forward pass's context for :func:`autocast_dtype`'s answer: mixed precision in
+    ``dtype``, or plain float32 for None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"bfloat16"``, ``"float16"`` or ``"float32"`` (None), as sidecars record it."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
 def normalise(batch_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float, ImageNet mean/std normalised, on ``device``."""
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
@@ -303,7 +314,7 @@ def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: t
             x = _shift(x, shifts[idx])
         x = x.contiguous(memory_format=torch.channels_last)
         y = train.labels[idx].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = model(x)
             loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -422,7 +433,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
                       "history": history, "best": best, "seconds": seconds}, last)
 
     meta = {"arch": arch, "seed": seed, "classes": list(data.cities), "image_size": size,
-            "width": width, "pretrained": pretrained, "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+            "width": width, "pretrained": pretrained, "precision": precision_name(amp_dtype),
             "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
             "key": key, "settings": {"dataset": settings["dataset"], "train": settings["train"]},
             "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "train_seconds": round(seconds, 1),

@@ -224,7 +224,7 @@ def test_schedules_and_dropout_follow_the_settings(tiny):
 
 
 def test_mixed_precision_only_where_the_hardware_has_it(monkeypatch):
-    from cityviz_helpers.train import autocast_dtype
+    from cityviz_helpers.train import autocast_dtype, precision_name
 
     assert autocast_dtype(torch.device("cuda")) == torch.float16
     assert autocast_dtype(torch.device("cuda"), amp=False) is None
@@ -234,3 +234,4 @@ def test_mixed_precision_only_where_the_hardware_has_it(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
     assert autocast_dtype(torch.device("cpu"), amp=False) is None
+    assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["float32", "bfloat16", "float16"]
