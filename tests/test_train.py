@@ -229,9 +229,10 @@ def test_mixed_precision_only_where_the_hardware_has_it(monkeypatch):
     assert autocast_dtype(torch.device("cuda")) == torch.float16
     assert autocast_dtype(torch.device("cuda"), amp=False) is None
     assert autocast_dtype(torch.device("mps")) is None
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert autocast_dtype(torch.device("cpu")) is None
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    for amx, avx512_bf16, expected in ((False, False, None), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16), (True, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert autocast_dtype(torch.device("cpu")) == expected, (amx, avx512_bf16)
     assert autocast_dtype(torch.device("cpu"), amp=False) is None
     assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["float32", "bfloat16", "float16"]
