@@ -341,11 +341,22 @@ def ground_truth(data: CityData, split: str, size: int) -> tuple[np.ndarray, np.
 # --------------------------------------------------------------------------
 
 
-def colour_features(images: Sequence[np.ndarray], bins: int = 4) -> np.ndarray:
-    """Per image: mean R, G, B and a joint ``bins**3`` colour histogram (fractions)."""
+def colour_features(images: Sequence[np.ndarray], bins: int = 4,
+                    keep: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """Per image: mean R, G, B and a joint ``bins**3`` colour histogram (fractions).
+
+    ``keep`` (one boolean H x W array per image) restricts both to the pixels
+    marked True, e.g. those outside the planted cues; an image with no such
+    pixel gets zeros.
+    """
     feats = []
-    for im in images:
+    for i, im in enumerate(images):
         px = np.asarray(im, np.float32).reshape(-1, 3) / 255.0
+        if keep is not None:
+            px = px[np.asarray(keep[i], bool).ravel()]
+            if not len(px):
+                feats.append(np.zeros(3 + bins ** 3))
+                continue
         q = np.minimum((px * bins).astype(int), bins - 1)
         hist = np.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins ** 3) / len(px)
         feats.append(np.concatenate([px.mean(0), hist]))

@@ -46,7 +46,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "dataset": {
             # Built-in cities: images per city and split, and their size.
-            "n_per_city": {"train": 480, "val": 60, "test": 100},
+            # 1,920 training images per city: with 480 the plain networks memorised them (train accuracy
+            # 0.95-0.97, validation 0.75-0.79); 4x the images in a quarter of the epochs costs the same
+            # training time and gained up to 0.05 validation accuracy (notebook 02 says more)
+            "n_per_city": {"train": 1920, "val": 60, "test": 100},
             "image_size": 96,
             "seed": 0,
             # Real ImageFolder trees: split fractions when the tree has no
@@ -62,7 +65,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # Shortened recipe for a CPU (notebook 02 says why): narrow networks, a one-cycle
             # schedule with larger peak learning rates (per architecture), light dropout.
             "width": "narrow",
-            "epochs": 24,
+            "epochs": 6,  # passes over the 7,680 training images (as many batches as 24 over 1,920)
             "batch_size": 50,
             "lr": {"vgg11": 1e-3, "resnet18": 2e-3, "simple": 2e-3, "simpler": 1e-3},
             "weight_decay": 1e-5,
@@ -106,7 +109,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "encoder": "resnet18",
             "encoder_depth": 4,
             "decoder_channels": [128, 64, 32, 16],
-            "epochs": 12,
+            "epochs": 3,  # passes over the 7,680 training label maps
             "dice_weight": 1.0,  # loss: class-weighted cross-entropy + this times smp's Dice loss
             "batch_size": 32,
             "lr": 0.003,

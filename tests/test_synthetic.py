@@ -71,16 +71,31 @@ def test_cues_are_absent_from_a_fair_share_of_images():
 
 
 def test_no_colour_shortcut_but_objects_differ():
-    images, labels, cities = [], [], []
+    images, labels, outside, cities = [], [], [], []
     for city_index, city in enumerate(DEFAULT_CITIES):
         for i in range(200):  # enough images for a stable probe estimate
             out = render_image(DEFAULT_CITIES, city_index, image_rng(5, city_index, 0, i), 96)
             images.append(out.image), labels.append(out.label), cities.append(city.name)
+            outside.append(out.cue_map == 0)
     chance = 1 / len(DEFAULT_CITIES)
     colour = cvdata.probe_accuracy(cvdata.colour_features(images), cities)
+    colour_outside = cvdata.probe_accuracy(cvdata.colour_features(images, keep=outside), cities)
     objects = cvdata.probe_accuracy(cvdata.label_features(labels), cities)
     assert colour < chance + 0.12, colour  # near chance
+    assert colour_outside < chance + 0.12, colour_outside  # outside the cues: near chance too
     assert objects > 0.6, objects  # the positive control: the cities do differ, in their objects
+
+
+def test_colour_features_of_chosen_pixels():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[0, 0] = (255, 0, 0)  # one red pixel, three black
+    keep = np.array([[True, False], [False, True]])  # the red one and a black one
+    whole, chosen = cvdata.colour_features([image, image], bins=2, keep=[np.ones((2, 2), bool), keep])
+    assert np.allclose(whole[:3], [0.25, 0, 0]) and np.allclose(chosen[:3], [0.5, 0, 0])
+    # histogram bin (r, g, b) = r * 4 + g * 2 + b: black is bin 0, red bin 4
+    assert np.isclose(whole[3 + 0], 0.75) and np.isclose(whole[3 + 4], 0.25)
+    assert np.isclose(chosen[3 + 0], 0.5) and np.isclose(chosen[3 + 4], 0.5)
+    assert not cvdata.colour_features([image], bins=2, keep=[np.zeros((2, 2), bool)]).any()
 
 
 def test_user_declared_cities():
