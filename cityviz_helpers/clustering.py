@@ -278,6 +278,13 @@ def purity(clusters: np.ndarray, truth: np.ndarray) -> float:
     return float(hits / len(clusters))
 
 
+def majority_share(truth: np.ndarray) -> float:
+    """Purity of one cluster that holds every region: the share of the most common
+    class. A clustering's purity is informative only above this floor."""
+    truth = np.asarray(truth)
+    return float(pd.Series(truth).value_counts().iloc[0] / len(truth)) if len(truth) else float("nan")
+
+
 def nmi(clusters: np.ndarray, truth: np.ndarray) -> float:
     """Normalised mutual information between clusters and ground-truth classes."""
     from sklearn.metrics import normalized_mutual_info_score
@@ -309,6 +316,7 @@ class ModelClusters:
                                      for r in self.enrichment[self.enrichment.enriched].itertuples()]}
         if "gt_class" in t:
             out["purity"] = round(purity(c.labels, t.gt_class.to_numpy()), 4)
+            out["purity_one_cluster"] = round(majority_share(t.gt_class.to_numpy()), 4)
             out["nmi"] = round(nmi(c.labels, t.gt_class.to_numpy()), 4)
         return out
 

@@ -151,14 +151,15 @@ def _atomic_json(obj, path: Path) -> None:
 def model_key(settings: Settings, data: CityData, arch: str, seed: int) -> str:
     """Hash of everything that determines a trained model: the dataset's
     fingerprint, the training settings (less the lists of archs and seeds, and
-    with only this architecture's learning rate, shift and pretraining switch, so that
-    changing one architecture's never retrains the others), the architecture
+    with only this architecture's learning rate, epochs, shift and pretraining switch, so
+    that changing one architecture's never retrains the others), the architecture
     and the seed."""
     train = {k: v for k, v in settings["train"].items()
-             if k not in ("archs", "seeds", "lr", "pretrained", "pretrained_lr", "max_shift")}
+             if k not in ("archs", "seeds", "lr", "pretrained", "pretrained_lr", "max_shift", "epochs")}
     width, pretrained = arch_setup(settings, arch)
     train["lr"] = _arch_lr(settings, arch)
     train["max_shift"] = per_arch(settings, "max_shift", arch)
+    train["epochs"] = per_arch(settings, "epochs", arch)
     train["pretrained"] = arch in settings["train"]["pretrained"]
     if pretrained:  # real data: ImageNet weights at the paper's width, fine-tuned at their own rate
         train.update(width=width, imagenet=True)
@@ -368,6 +369,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     amp = amp_dtype == torch.float16  # float16 needs loss scaling; bfloat16 does not
     width, pretrained = arch_setup(settings, arch)
     lr, max_shift = _arch_lr(settings, arch), per_arch(settings, "max_shift", arch)
+    epochs = per_arch(settings, "epochs", arch)
     n = len(train.images)
     batches = (n + cfg["batch_size"] - 1) // cfg["batch_size"]
 
@@ -378,7 +380,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
             set_dropout(model, cfg["dropout"])
         model = channels_last(model.to(dev))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg["weight_decay"])
-        return model, optimizer, make_scheduler(optimizer, cfg, lr, batches)
+        return model, optimizer, make_scheduler(optimizer, {**cfg, "epochs": epochs}, lr, batches)
 
     model, optimizer, scheduler = fresh_start()
     per_batch = cfg["schedule"] == "onecycle"
@@ -400,7 +402,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
             history, best, seconds = state["history"], state["best"], state["seconds"]
             start_epoch = state["epoch"] + 1
             if verbose:
-                print(f"{arch}-s{seed}: resuming after epoch {start_epoch} of {cfg['epochs']} from {last.name}.")
+                print(f"{arch}-s{seed}: resuming after epoch {start_epoch} of {epochs} from {last.name}.")
         except Exception as err:  # an unreadable resume point is ignored, never trusted
             if verbose:
                 print(f"{arch}-s{seed}: ignoring unusable {last.name} ({type(err).__name__}); starting over.")
@@ -408,7 +410,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
             history = {k: [] for k in history}
             start_epoch, best, seconds = 0, {"val_accuracy": -1.0, "epoch": -1}, 0.0
 
-    for epoch in range(start_epoch, cfg["epochs"]):
+    for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         gen = _epoch_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))  # dropout of this epoch
@@ -423,7 +425,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
                 _after_batch(e, b)
 
         total_loss, correct = run_epoch(model, optimizer, scaler, train, order, flips, cfg["batch_size"], dev,
-                                        amp_dtype, desc=f"{arch}-s{seed} epoch {epoch + 1}/{cfg['epochs']}",
+                                        amp_dtype, desc=f"{arch}-s{seed} epoch {epoch + 1}/{epochs}",
                                         after_batch=after_batch, shifts=shifts)
         if not per_batch:
             scheduler.step()
@@ -449,7 +451,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     result = load_checkpoint(folder, arch, data.cities, key, size, device=dev)
     result.loaded = False
     if verbose:
-        print(f"{arch}-s{seed}: trained {cfg['epochs']} epochs in {seconds:.0f} s; best val accuracy "
+        print(f"{arch}-s{seed}: trained {epochs} epochs in {seconds:.0f} s; best val accuracy "
               f"{best['val_accuracy']:.3f} at epoch {best['epoch']}.")
     return result
 

@@ -81,6 +81,10 @@ def test_purity_and_nmi_on_known_labels():
     assert cl.purity(clusters, np.array([5, 5, 9, 9, 9, 9])) == pytest.approx(5 / 6)
     assert cl.nmi(clusters, np.array([5, 5, 5, 9, 9, 9])) == pytest.approx(1.0)
     assert cl.nmi(clusters, np.array([5, 9, 5, 9, 5, 9])) < 0.1
+    # the floor: one cluster holding everything is as pure as the most common class is common
+    truth = np.array([5, 5, 9, 9, 9, 7])
+    assert cl.majority_share(truth) == pytest.approx(3 / 6)
+    assert cl.purity(np.zeros(6, int), truth) == pytest.approx(cl.majority_share(truth))
 
 
 def test_kmeans_finds_well_separated_blobs_and_their_number():

@@ -193,6 +193,15 @@ def test_changing_one_architectures_learning_rate_keeps_the_others_models(tiny):
     assert model_dir(other, d, "simpler", 0) != model_dir(s, d, "simpler", 0)
 
 
+def test_epochs_per_architecture(tiny):
+    s, d, train, val = tiny
+    per = {"vgg11": 3, "resnet18": 3, "simple": 2, "simpler": 3}
+    other = cv.get_settings(overrides={**TINY, "train": {**TINY["train"], "epochs": per}})
+    assert model_dir(other, d, "resnet18", 0) == model_dir(s, d, "resnet18", 0)  # 3 epochs either way: one model
+    assert model_dir(other, d, "simple", 0) != model_dir(s, d, "simple", 0)
+    assert train_model(other, d, "simple", 0, train, val, verbose=False).meta["history"]["epoch"] == [1, 2]
+
+
 def test_schedules_and_dropout_follow_the_settings(tiny):
     from cityviz_helpers.models import set_dropout
     from cityviz_helpers.train import make_scheduler
