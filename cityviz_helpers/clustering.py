@@ -281,8 +281,7 @@ def purity(clusters: np.ndarray, truth: np.ndarray) -> float:
 def majority_share(truth: np.ndarray) -> float:
     """Purity of one cluster that holds every region: the share of the most common
     class. A clustering's purity is informative only above this floor."""
-    truth = np.asarray(truth)
-    return float(pd.Series(truth).value_counts().iloc[0] / len(truth)) if len(truth) else float("nan")
+    return purity(np.zeros(len(truth), int), truth)
 
 
 def nmi(clusters: np.ndarray, truth: np.ndarray) -> float:
@@ -315,9 +314,10 @@ class ModelClusters:
                                       "q_value": float(f"{r.q_value:.3g}")}
                                      for r in self.enrichment[self.enrichment.enriched].itertuples()]}
         if "gt_class" in t:
-            out["purity"] = round(purity(c.labels, t.gt_class.to_numpy()), 4)
-            out["purity_one_cluster"] = round(majority_share(t.gt_class.to_numpy()), 4)
-            out["nmi"] = round(nmi(c.labels, t.gt_class.to_numpy()), 4)
+            truth = t.gt_class.to_numpy()
+            out["purity"] = round(purity(c.labels, truth), 4)
+            out["purity_one_cluster"] = round(majority_share(truth), 4)
+            out["nmi"] = round(nmi(c.labels, truth), 4)
         return out
 
     def top_enriched(self) -> pd.DataFrame:

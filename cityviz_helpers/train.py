@@ -196,15 +196,16 @@ def per_arch(settings: Settings, name: str, arch: str):
     return value
 
 
-def make_scheduler(optimizer, cfg, lr: float, batches: int):
+def make_scheduler(optimizer, cfg, lr: float, batches: int, epochs: int):
     """The learning-rate schedule of ``train.schedule``: ``"step"`` (the paper: times
     ``lr_gamma`` every ``lr_step`` epochs, stepped once per epoch) or ``"onecycle"``
-    (warm up to ``lr`` over the first ``warmup`` share of all batches, then anneal to
-    almost zero along a cosine, stepped once per batch)."""
+    (warm up to ``lr`` over the first ``warmup`` share of the ``epochs * batches``
+    batches, then anneal to almost zero along a cosine, stepped once per batch).
+    ``lr`` and ``epochs`` are the architecture's own (:func:`per_arch`)."""
     if cfg["schedule"] == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
     if cfg["schedule"] == "onecycle":
-        total = cfg["epochs"] * batches
+        total = epochs * batches
         if total < 4:  # too short for two phases (a smoke test): keep the rate constant
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         warmup = min(max(cfg["warmup"], 2 / total), 1 - 2 / total)  # at least two batches per phase
@@ -380,7 +381,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
             set_dropout(model, cfg["dropout"])
         model = channels_last(model.to(dev))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg["weight_decay"])
-        return model, optimizer, make_scheduler(optimizer, {**cfg, "epochs": epochs}, lr, batches)
+        return model, optimizer, make_scheduler(optimizer, cfg, lr, batches, epochs)
 
     model, optimizer, scheduler = fresh_start()
     per_batch = cfg["schedule"] == "onecycle"

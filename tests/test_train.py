@@ -211,9 +211,9 @@ def test_schedules_and_dropout_follow_the_settings(tiny):
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.2]
     with pytest.raises(ValueError, match="dropout"):
         set_dropout(model, 1.0)
-    cfg = {**s["train"], "epochs": 4, "schedule": "onecycle", "warmup": 0.25}
+    cfg = {**s["train"], "schedule": "onecycle", "warmup": 0.25}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sched, rates = make_scheduler(opt, cfg, 1e-3, batches=10), []
+    sched, rates = make_scheduler(opt, cfg, 1e-3, batches=10, epochs=4), []
     for _ in range(40):
         rates.append(opt.param_groups[0]["lr"])
         opt.step()
@@ -221,12 +221,12 @@ def test_schedules_and_dropout_follow_the_settings(tiny):
     assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == 9  # peak at the end of the first quarter
     assert rates[0] < 1e-4 and rates[-1] < 1e-5
     for batches in (1, 2, 3):  # very short runs (smoke tests on a few images) still get a schedule
-        short = make_scheduler(opt, {**cfg, "epochs": 2}, 1e-3, batches)
+        short = make_scheduler(opt, cfg, 1e-3, batches, epochs=2)
         for _ in range(2 * batches):
             opt.step()
             short.step()
     with pytest.raises(ValueError, match="schedule"):
-        make_scheduler(opt, {**cfg, "schedule": "cosine"}, 1e-3, 10)
+        make_scheduler(opt, {**cfg, "schedule": "cosine"}, 1e-3, 10, epochs=4)
     trained = train_model(s, d, "simple", 0, tr, va, verbose=False)
     assert trained.meta["precision"] in ("float32", "bfloat16")
     assert len(trained.meta["history"]["lr"]) == 3
