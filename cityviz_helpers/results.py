@@ -1,8 +1,11 @@
 """The machine-readable record of every key number: ``outputs/<profile>/results.json``.
 
-Each notebook merges its own section (``dataset``, ``models``, ...) and leaves
-the others as they are, so the file always holds the latest value of every
-number, each traceable to the notebook that computed it.
+Each notebook writes its own sections (``dataset``, ``models``, ...) and leaves
+the others as they are. A section is **replaced whole** each time it is written,
+so no entry of an earlier run (a model that no longer exists, a key that was
+renamed) can survive next to the new ones, and it carries ``settings_hash``:
+the hash of every setting of the run that wrote it, so two sections written
+under different settings can be told apart.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import numpy as np
 
 from .settings import Settings
 from .utils import atomic_write
+
+#: The key of each section that holds the settings hash of the run that wrote it.
+HASH_KEY = "settings_hash"
 
 
 def _plain(value: Any) -> Any:
@@ -38,6 +44,11 @@ def results_path(settings: Settings) -> Path:
     return settings.outputs_dir / "results.json"
 
 
+def run_hash(settings: Settings) -> str:
+    """The hash of every setting of this run (all sections, and the data world)."""
+    return settings.hash(*settings.sections)
+
+
 def load_results(settings: Settings) -> dict[str, Any]:
     path = results_path(settings)
     if not path.exists():
@@ -52,19 +63,20 @@ def load_results(settings: Settings) -> dict[str, Any]:
 
 
 def merge_results(settings: Settings, section: str, values: Mapping[str, Any]) -> Path:
-    """Merge ``values`` into ``section`` of results.json (written atomically).
+    """Write ``section`` of results.json (atomically), replacing it whole.
 
-    Keys inside the section are updated one level deep, so two notebooks can
-    add different entries to the same section (e.g. ``timings``).
+    The other sections are kept; this one holds exactly ``values`` plus
+    ``settings_hash`` (:func:`run_hash`), so nothing from an earlier run of the
+    same notebook survives in it.
     """
+    if not isinstance(values, Mapping):
+        raise TypeError(f"A results section is a mapping of names to values, not {type(values).__name__}.")
+    if HASH_KEY in values:
+        raise ValueError(f"'{HASH_KEY}' is written by merge_results itself; leave it out of the values.")
     path = results_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = load_results(settings)
-    current = data.get(section)
-    if isinstance(current, dict) and isinstance(values, Mapping):
-        current.update(_plain(values))
-    else:
-        data[section] = _plain(values)
+    data[section] = {**_plain(values), HASH_KEY: run_hash(settings)}
     data.setdefault("profile", settings.profile)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
     return path

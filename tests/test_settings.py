@@ -1,4 +1,3 @@
-import json
 import os
 from pathlib import Path
 
@@ -6,7 +5,6 @@ import pytest
 
 import cityviz_helpers as cv
 from cityviz_helpers.artifacts import artifact
-from cityviz_helpers.results import load_results, merge_results
 from cityviz_helpers.settings import get_settings
 
 
@@ -83,18 +81,6 @@ def test_foreign_folder_is_never_overwritten():
     with pytest.raises(RuntimeError, match="left untouched"):
         artifact(s, "demo", ("dataset",), lambda f: None)
     assert (foreign / "mine.txt").read_text() == "user data"
-
-
-def test_results_merge_keeps_other_sections():
-    s = cv.get_settings()
-    merge_results(s, "dataset", {"n": 1})
-    merge_results(s, "timings", {"01": 3.5})
-    merge_results(s, "timings", {"02": 9.0})
-    merge_results(s, "dataset", {"m": float("nan")})
-    data = load_results(s)
-    assert data["dataset"] == {"n": 1, "m": None}
-    assert data["timings"] == {"01": 3.5, "02": 9.0}
-    assert json.loads((s.outputs_dir / "results.json").read_text()) == data
 
 
 def test_downloaded_data_names_say_how_to_get_them(monkeypatch):
