@@ -30,8 +30,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Architecture:
     name: str
     build: Callable[..., nn.Module]  # (n_classes, image_size, width, pretrained) -> model
-    target_layer: Callable[[nn.Module], nn.Module]  # the Grad-CAM layer of a built model
+    target_layer: Callable[[nn.Module], nn.Module]  # the Grad-CAM layer of a built model (the paper's)
     description: str
+    #: the last block of the stage before: a grid twice as fine (one down-sampling less)
+    previous_layer: Callable[[nn.Module], nn.Module] | None = None
 
 
 def _flat_size(features: nn.Module, image_size: int) -> int:
@@ -150,14 +152,28 @@ def build_resnet18(n_classes: int, image_size: int, width: str = "paper", pretra
 
 ARCHITECTURES: dict[str, Architecture] = {
     "vgg11": Architecture("vgg11", build_vgg11, lambda m: m.features[-2],
-                          "VGG-11: 8 conv layers (3x3) in 5 stages, 3 fully connected layers"),
+                          "VGG-11: 8 conv layers (3x3) in 5 stages, 3 fully connected layers",
+                          lambda m: _before_last_pool(m.features, 2)),
     "resnet18": Architecture("resnet18", build_resnet18, lambda m: m.layer4,
-                             "ResNet-18: 4 stages of 2 residual blocks with batch norm, global pooling, 1 fc"),
+                             "ResNet-18: 4 stages of 2 residual blocks with batch norm, global pooling, 1 fc",
+                             lambda m: m.layer3),
     "simple": Architecture("simple", build_simple, lambda m: m.features[-2],
-                           "the paper's 'simple' net: 4 conv layers (5, 7, 5, 7), 3 fully connected layers"),
+                           "the paper's 'simple' net: 4 conv layers (5, 7, 5, 7), 3 fully connected layers",
+                           lambda m: _before_last_pool(m.features, 2)),
     "simpler": Architecture("simpler", build_simpler, lambda m: m.features[-2],
-                            "the paper's 'simpler' net: 3 conv layers (9x9), 3 fully connected layers"),
+                            "the paper's 'simpler' net: 3 conv layers (9x9), 3 fully connected layers",
+                            lambda m: _before_last_pool(m.features, 2)),
 }
+
+#: Names of the layers a CAM can explain: the paper's last convolutional block, or the block
+#: before the last down-sampling step in front of it (a grid twice as fine, less abstract).
+CAM_LAYERS = ("last", "previous")
+
+
+def _before_last_pool(features: nn.Sequential, k: int) -> nn.Module:
+    """The layer just before the ``k``-th max-pooling counted from the end of ``features``."""
+    pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
+    return features[pools[-k] - 1]
 
 
 def get_architecture(name: str) -> Architecture:
@@ -183,9 +199,16 @@ def set_dropout(model: nn.Module, p: float) -> nn.Module:
     return model
 
 
-def target_layer(model: nn.Module, arch: str) -> nn.Module:
-    """The layer whose output Grad-CAM explains (the last convolutional block's output)."""
-    return get_architecture(arch).target_layer(model)
+def target_layer(model: nn.Module, arch: str, layer: str = "last") -> nn.Module:
+    """The layer whose output a CAM explains: ``"last"``, the last convolutional block's
+    output (the paper's choice), or ``"previous"``, the block before the last
+    down-sampling in front of it (twice the grid resolution)."""
+    spec = get_architecture(arch)
+    if layer == "last":
+        return spec.target_layer(model)
+    if layer == "previous" and spec.previous_layer is not None:
+        return spec.previous_layer(model)
+    raise ValueError(f"Unknown CAM layer {layer!r} for {arch}; choose one of {', '.join(CAM_LAYERS)}.")
 
 
 def count_params(model: nn.Module) -> int:

@@ -119,6 +119,11 @@ def _label_lookup(labels: Sequence[int]) -> torch.Tensor:
     return lut
 
 
+#: The settings of the ``segmentation`` section that decide the trained segmenter (its cache key).
+SEGMENTER_RECIPE = ("architecture", "encoder", "encoder_depth", "decoder_channels", "epochs", "dice_weight",
+                    "batch_size", "lr", "seed")
+
+
 def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmenter:
     """Train (or load from the cache) the segmentation model of the built-in cities."""
     import segmentation_models_pytorch as smp
@@ -184,8 +189,11 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
         (folder / "segmenter.json").write_text(json.dumps(meta, indent=1))
         return meta
 
-    art = artifact(settings, "segmenter", ("segmentation",), build, verbose=False,
-                   extra={"data": data.fingerprint, "image_size": size})
+    # keyed by the training recipe only, so that changing a statistics setting of the same
+    # section (n_boot, n_perm, top_k, ...) never retrains the segmenter
+    recipe = {k: cfg[k] for k in SEGMENTER_RECIPE}
+    art = artifact(settings, "segmenter", (), build, verbose=False,
+                   extra={"data": data.fingerprint, "image_size": size, "recipe": recipe})
     meta = json.loads((art.path / "segmenter.json").read_text())
     model = build_smp(cfg, len(meta["labels"]))
     model.load_state_dict(torch.load(art.path / "weights.pt", map_location="cpu", weights_only=True))
