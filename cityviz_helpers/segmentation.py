@@ -369,12 +369,64 @@ def nan_quantiles(samples: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
     return out
 
 
-def top_classes(stats: dict, k: int = 3, min_share: float = 0.01) -> list[int]:
+def top_classes(stats: dict, k: int = 3, min_share: float = 0.01, above: float | None = 1.0) -> list[int]:
     """The ``k`` classes with the highest attention-beyond-area ratio among those
-    that make up at least ``min_share`` of the pixels inside the masks."""
-    ratio = np.where(stats["share_in_mask"] >= min_share, np.nan_to_num(stats["ratio"], nan=-1.0), -1.0)
+    that make up at least ``min_share`` of the pixels inside the masks and whose
+    95 % interval of the ratio lies above ``above`` (``ratio_low > above``): a
+    class looked at no more than its area explains is never a top class.
+    ``above=None`` drops the interval rule (any ratio above 0 qualifies)."""
+    ratio = np.nan_to_num(np.asarray(stats["ratio"], float), nan=-1.0)
+    ok = np.asarray(stats["share_in_mask"]) >= min_share
+    if above is None:
+        ok &= ratio > 0
+    else:
+        ok &= np.nan_to_num(np.asarray(stats["ratio_low"], float), nan=-np.inf) > above
+    ratio = np.where(ok, ratio, -np.inf)
     order = np.argsort(-ratio, kind="stable")
-    return [int(c) for c in order[:k] if ratio[c] > 0]
+    return [int(c) for c in order[:k] if ok[c]]
+
+
+def cue_recall(stats: dict[str, dict], cue_classes: dict[str, Sequence[int]], k: int = 3,
+               min_share: float = 0.01, above: float | None = 1.0) -> float:
+    """Mean over cities of the share of a city's cue classes among its top ``k`` classes."""
+    return float(np.mean([len(set(top_classes(stats[c], k, min_share, above)) & set(cue_classes[c]))
+                          / len(cue_classes[c]) for c in cue_classes]))
+
+
+def top_fraction_masks(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """Area-matched masks: in each map, its ``fraction`` of pixels with the highest
+    values (ties broken by pixel order), so every mask of every model has the same
+    area, ``round(fraction * H * W)`` pixels. A flat map (all values equal, e.g.
+    Grad-CAM's all-zero map) ranks no pixel above another: its mask is empty."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], not {fraction}")
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1)
+    n_top = int(round(fraction * flat.shape[1]))
+    order = np.argsort(-flat, axis=1, kind="stable")[:, :n_top]
+    masks = np.zeros(flat.shape, bool)
+    np.put_along_axis(masks, order, True, axis=1)
+    masks[flat.max(1) == flat.min(1)] = False
+    return masks.reshape(maps.shape)
+
+
+def chance_masks(masks: np.ndarray, groups: Sequence, seed: int = 0) -> np.ndarray:
+    """The masks of other images: each image gets the mask of another image of
+    its own group (city), drawn as a random derangement within the group. The
+    masks keep their areas, shapes and positions (any spatial habit of the
+    network, such as looking at the bottom centre) but lose their link to the
+    image's content: what they catch is what a mask of that size and place
+    catches by chance. A group of one image keeps its own mask."""
+    masks, groups = np.asarray(masks), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    source = np.arange(len(masks))
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) > 1:
+            shift = rng.permutation(idx)
+            # a random cyclic order: each member takes the mask of the next, never its own
+            source[shift] = np.roll(shift, -1)
+    return masks[source]
 
 
 # --------------------------------------------------------------------------
@@ -409,28 +461,147 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def within_between(distance: np.ndarray, groups: Sequence) -> tuple[float, float]:
     """Mean distance over pairs in the same group and over pairs in different groups."""
-    g = np.asarray(groups)
-    iu = np.triu_indices(len(g), 1)
-    same = g[iu[0]] == g[iu[1]]
-    d = np.asarray(distance)[iu]
-    return float(np.nanmean(d[same])), float(np.nanmean(d[~same]))
+    w, b = _within_between(np.asarray(distance, float), _codes(groups)[None])
+    return float(w[0]), float(b[0])
 
 
-def permutation_test(distance: np.ndarray, groups: Sequence, n_perm: int = 5000, seed: int = 0) -> dict:
+def _codes(groups: Sequence) -> np.ndarray:
+    return np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+
+
+def _within_between(distance: np.ndarray, labellings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Within- and between-group mean distance for each row of ``labellings`` (G, n),
+    vectorised over the rows; pairs with a NaN distance are left out."""
+    iu = np.triu_indices(labellings.shape[1], 1)
+    d = distance[iu]
+    ok = ~np.isnan(d)
+    d = np.where(ok, d, 0.0)
+    same = labellings[:, iu[0]] == labellings[:, iu[1]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        within = (same * d).sum(1) / (same & ok).sum(1)
+        between = (~same * d).sum(1) / (~same & ok).sum(1)
+    return within, between
+
+
+def n_groupings(group_sizes: Sequence[int]) -> int:
+    """How many distinct ways there are to split ``sum(group_sizes)`` models into
+    unlabelled groups of these sizes: n! / (prod size! * prod (groups of equal
+    size)!). 4 architectures x 2 seeds: 105; 4 x 3: 15,400."""
+    from collections import Counter
+    from math import factorial, prod
+
+    sizes = [int(s) for s in group_sizes]
+    return factorial(sum(sizes)) // (prod(factorial(s) for s in sizes)
+                                     * prod(factorial(m) for m in Counter(sizes).values()))
+
+
+def groupings(group_sizes: Sequence[int]) -> np.ndarray:
+    """Every distinct grouping (see :func:`n_groupings`), one row each: (G, n) group
+    numbers. Each grouping appears once: the group holding the lowest unplaced
+    model is filled first, and groups of equal size are not told apart."""
+    from itertools import combinations
+
+    sizes = sorted(int(s) for s in group_sizes)
+    n = sum(sizes)
+    rows: list[list[int]] = []
+    label = [0] * n
+
+    def fill(free: tuple[int, ...], left: list[int], g: int) -> None:
+        if not free:
+            rows.append(label.copy())
+            return
+        first, rest = free[0], free[1:]
+        for s in sorted(set(left)):
+            remaining = left.copy()
+            remaining.remove(s)
+            for others in combinations(rest, s - 1):
+                for i in (first, *others):
+                    label[i] = g
+                fill(tuple(i for i in rest if i not in others), remaining, g + 1)
+
+    fill(tuple(range(n)), sizes, 0)
+    return np.array(rows, dtype=np.int16).reshape(len(rows), n)
+
+
+def permutation_test(distance: np.ndarray, groups: Sequence, n_perm: int = 5000, seed: int = 0,
+                     max_exact: int = 200_000) -> dict:
     """Is the mean distance between groups larger than within them, more than a
-    random relabelling of the models would give?
+    random regrouping of the models would give?
 
-    The statistic is between minus within; the p-value is the share of
-    permutations of the group labels (with the observed one counted) whose
-    statistic is at least the observed one.
+    The statistic is between minus within. It depends only on which models share
+    a group, so the test compares it with its value under every distinct grouping
+    into groups of the same sizes (:func:`groupings`) when there are at most
+    ``max_exact`` of them: the exact p-value is the share of groupings (the
+    observed one included) whose statistic is at least the observed one, and the
+    smallest p-value the data can give, ``p_floor``, is 1 / (number of groupings).
+    With more groupings it draws ``n_perm`` random relabellings instead
+    (p = (hits + 1) / (n_perm + 1), floor 1 / (n_perm + 1)).
     """
-    within, between = within_between(distance, groups)
-    observed = between - within
-    rng = np.random.default_rng(seed)
-    g = np.asarray(groups)
-    hits = 0
-    for _ in range(n_perm):
-        w, b = within_between(distance, rng.permutation(g))
-        hits += (b - w) >= observed - 1e-12
-    return {"within": within, "between": between, "statistic": observed,
-            "p_value": (hits + 1) / (n_perm + 1), "n_perm": n_perm}
+    distance = np.asarray(distance, float)
+    codes = _codes(groups)
+    sizes = np.bincount(codes)
+    within, between = _within_between(distance, codes[None])
+    observed = between[0] - within[0]
+    total = n_groupings(sizes)
+    exact = total <= max_exact
+    if exact:
+        labellings = groupings(sizes)
+        w, b = _within_between(distance, labellings)  # every partition of the models 0..n-1
+        hits, n = int(((b - w) >= observed - 1e-12).sum()), len(labellings)
+        p, floor = hits / n, 1 / n
+    else:
+        rng = np.random.default_rng(seed)
+        labellings = rng.permuted(np.broadcast_to(codes, (n_perm, len(codes))), axis=1)
+        w, b = _within_between(distance, labellings)
+        hits, n = int(((b - w) >= observed - 1e-12).sum()), n_perm
+        p, floor = (hits + 1) / (n + 1), 1 / (n + 1)
+    return {"within": float(within[0]), "between": float(between[0]), "statistic": float(observed),
+            "p_value": float(p), "p_floor": float(floor), "at_floor": bool(p <= floor * (1 + 1e-9)),
+            "exact": bool(exact), "n_groupings": int(total), "n_perm": int(n)}
+
+
+def per_architecture(distance: np.ndarray, groups: Sequence) -> "pd.DataFrame":
+    """For each group (architecture): the mean distance between its own models
+    (its seeds) and the mean distance from its models to every other group's.
+    ``gap`` = between - within; a negative gap means two seeds of this
+    architecture differ more than it differs from the others."""
+    import pandas as pd
+
+    distance, g = np.asarray(distance, float), np.asarray(groups)
+    rows = {}
+    for a in dict.fromkeys(g.tolist()):
+        own = np.flatnonzero(g == a)
+        other = np.flatnonzero(g != a)
+        pairs = distance[np.ix_(own, own)][np.triu_indices(len(own), 1)]
+        within = float(np.nanmean(pairs)) if len(pairs) else float("nan")
+        between = float(np.nanmean(distance[np.ix_(own, other)])) if len(other) else float("nan")
+        rows[a] = {"within": within, "between": between, "gap": between - within}
+    return pd.DataFrame(rows).T
+
+
+def verdict_row(name: str, result: dict, alpha: float = 0.05) -> dict:
+    """One row of the robustness table: the test's numbers and its verdict."""
+    holds = result["p_value"] < alpha and result["between"] > result["within"]
+    return {"name": name, "within": result["within"], "between": result["between"], "p": result["p_value"],
+            "p_floor": result["p_floor"], "at_floor": result["at_floor"],
+            "verdict": "architecture" if holds else "no evidence"}
+
+
+def conclude(rows: Sequence[dict]) -> dict:
+    """The conclusion of a robustness table (rows from :func:`verdict_row`):
+    ``robust`` when every row finds that architecture matters more than
+    initialization, ``absent`` when none does, ``mixed`` otherwise; with the
+    rows that hold and those that do not."""
+    holds = [r["name"] for r in rows if r["verdict"] == "architecture"]
+    fails = [r["name"] for r in rows if r["verdict"] != "architecture"]
+    status = "robust" if holds and not fails else "absent" if not holds else "mixed"
+    return {"status": status, "n_rows": len(rows), "n_hold": len(holds), "hold": holds, "do_not_hold": fails,
+            "n_at_floor": sum(bool(r["at_floor"]) for r in rows)}
+
+
+def p_text(result: dict) -> str:
+    """A p-value with its floor: 'p = 0.0095, the smallest these groupings allow'."""
+    how = (f"exact over all {result['n_groupings']:,} groupings" if result["exact"]
+           else f"{result['n_perm']:,} random relabellings")
+    floor = ", the smallest p-value this test can give" if result["at_floor"] else f"; floor {result['p_floor']:.4f}"
+    return f"p = {result['p_value']:.4f} ({how}{floor})"

@@ -61,7 +61,20 @@ def test_top_classes_ignores_rare_classes():
     stats = {"share_in_mask": np.zeros(seg.N_LABELS), "ratio": np.zeros(seg.N_LABELS)}
     stats["share_in_mask"][[5, 6, 7, 8]] = [0.3, 0.3, 0.001, 0.2]
     stats["ratio"][[5, 6, 7, 8]] = [1.5, 2.0, 9.0, 0.5]
-    assert seg.top_classes(stats, k=3, min_share=0.01) == [6, 5, 8]
+    assert seg.top_classes(stats, k=3, min_share=0.01, above=None) == [6, 5, 8]
+
+
+def test_a_top_class_needs_its_interval_above_one():
+    stats = {"share_in_mask": np.zeros(seg.N_LABELS), "ratio": np.zeros(seg.N_LABELS),
+             "ratio_low": np.full(seg.N_LABELS, np.nan)}
+    stats["share_in_mask"][[5, 6, 7, 8, 9]] = [0.3, 0.3, 0.2, 0.1, 0.001]
+    stats["ratio"][[5, 6, 7, 8, 9]] = [1.5, 3.0, 1.2, 0.8, 9.0]
+    stats["ratio_low"][[5, 6, 7, 8, 9]] = [1.1, 0.95, 1.01, 0.5, 4.0]
+    # 6 has the highest ratio but its interval reaches below 1; 9 is too rare; 8 is looked at less than its area
+    assert seg.top_classes(stats, k=3, min_share=0.01) == [5, 7]
+    assert seg.top_classes(stats, k=1, min_share=0.01) == [5]
+    truth = {"A": [5, 6], "B": [8]}
+    assert seg.cue_recall({"A": stats, "B": stats}, truth, k=3) == pytest.approx((1 / 2 + 0) / 2)
 
 
 def test_confusion_and_miou_by_hand():
@@ -147,3 +160,84 @@ def test_nan_quantiles_match_numpy():
         ref = np.nanquantile(x, [0.025, 0.5, 0.975], axis=0)
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, equal_nan=True)
+
+
+def test_number_of_distinct_groupings():
+    assert seg.n_groupings([2, 2, 2, 2]) == 105  # 8! / (2!^4 4!)
+    assert seg.n_groupings([3, 3, 3, 3]) == 15400  # 12! / (3!^4 4!)
+    assert seg.n_groupings([1, 2, 2]) == 15  # 5! / (1! 2! 2! * 2!)
+    for sizes in ([2, 2, 2, 2], [3, 3, 3, 3], [1, 2, 2], [3, 1]):
+        rows = seg.groupings(sizes)
+        assert len(rows) == seg.n_groupings(sizes)
+        canonical = {tuple(np.unique(r, return_index=True)[1].argsort().argsort()[r]) for r in rows}
+        assert len(canonical) == len(rows)  # no grouping twice
+        assert all(sorted(np.bincount(r)) == sorted(sizes) for r in rows)
+
+
+def test_exact_test_matches_brute_force_over_every_relabelling():
+    import itertools
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(["a", "b", "c", "d"], 2)
+    d = _distance_matrix(rng.normal(0, 1, (8, 2)))
+    r = seg.permutation_test(d, groups)
+    obs = r["between"] - r["within"]
+    stats = [np.subtract(*seg.within_between(d, groups[list(p)])[::-1])
+             for p in itertools.permutations(range(8))]  # all 40,320 relabellings
+    assert r["exact"] and r["n_groupings"] == 105
+    assert r["p_value"] == pytest.approx(np.mean(np.array(stats) >= obs - 1e-12))
+    assert r["p_floor"] == pytest.approx(1 / 105)
+
+
+def test_perfectly_separated_groups_sit_at_the_floor():
+    groups = np.repeat(["a", "b", "c", "d"], 2)
+    points = np.array([[0.0], [0.1], [5], [5.1], [10], [10.1], [15], [15.1]])
+    r = seg.permutation_test(_distance_matrix(points), groups)
+    assert r["p_value"] == pytest.approx(1 / 105) and r["at_floor"]
+    assert "smallest p-value" in seg.p_text(r) and "105 groupings" in seg.p_text(r)
+    sampled = seg.permutation_test(_distance_matrix(points), groups, n_perm=999, max_exact=100)
+    assert not sampled["exact"] and sampled["p_floor"] == pytest.approx(1 / 1000)
+    assert sampled["p_value"] >= sampled["p_floor"] and sampled["p_value"] < 0.03
+
+
+def test_per_architecture_distances_by_hand():
+    groups = ["a", "a", "b", "b"]
+    d = np.array([[0, 1, 2, 4], [1, 0, 2, 4], [2, 2, 0, 6], [4, 4, 6, 0]], float)
+    t = seg.per_architecture(d, groups)
+    assert t.loc["a"].tolist() == pytest.approx([1, 3, 2])  # within 1, between mean(2, 4, 2, 4)
+    assert t.loc["b"].tolist() == pytest.approx([6, 3, -3])  # b's seeds differ more than b differs from a
+
+
+def test_conclusion_of_a_robustness_table():
+    def row(name, p, within=0.1, between=0.2):
+        return seg.verdict_row(name, {"within": within, "between": between, "p_value": p, "p_floor": 0.01,
+                                      "at_floor": p <= 0.01})
+    assert seg.conclude([row("x", 0.01), row("y", 0.02)])["status"] == "robust"
+    c = seg.conclude([row("x", 0.01), row("y", 0.2), row("z", 0.01, within=0.3)])
+    assert c["status"] == "mixed" and c["hold"] == ["x"] and c["do_not_hold"] == ["y", "z"] and c["n_at_floor"] == 2
+    assert seg.conclude([row("y", 0.2)])["status"] == "absent"
+
+
+def test_area_matched_masks_have_one_area_and_keep_the_highest_pixels():
+    maps = np.stack([np.arange(16, dtype=np.float32).reshape(4, 4) / 15,
+                     np.zeros((4, 4), np.float32),  # flat: no pixel above another
+                     np.eye(4, dtype=np.float32)])
+    m = seg.top_fraction_masks(maps, 0.25)
+    assert m[0].sum() == 4 and m[0][3].all()  # the last row holds the 4 highest values
+    assert m[1].sum() == 0
+    assert m[2].sum() == 4 and m[2][np.eye(4, dtype=bool)].all()  # the 4 ones of the diagonal
+    with pytest.raises(ValueError):
+        seg.top_fraction_masks(maps, 0)
+
+
+def test_chance_masks_come_from_another_image_of_the_same_city():
+    n = 9
+    masks = np.zeros((n, 3, 3), bool)
+    for i in range(n):
+        masks[i].flat[i] = True  # each image's mask is told apart by its one pixel
+    cities = np.array(["A"] * 4 + ["B"] * 4 + ["C"])
+    shuffled = seg.chance_masks(masks, cities, seed=1)
+    source = shuffled.reshape(n, -1).argmax(1)
+    assert (cities[source] == cities).all()
+    assert (source[:8] != np.arange(8)).all() and source[8] == 8  # a city of one image keeps its mask
+    assert sorted(source) == list(range(n))  # every mask used once: the same areas
