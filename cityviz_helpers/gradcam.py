@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import target_layer
+from .models import CAM_LAYERS, target_layer
 from .utils import progress
 
 #: The package's methods a user can ask for by name.
@@ -48,15 +48,21 @@ def n_hooks(model: nn.Module) -> int:
 
 
 def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
-             method: str = "gradcam", batch_size: int = 50, show_progress: bool = True) -> np.ndarray:
+             method: str = "gradcam", batch_size: int = 50, show_progress: bool = True, *,
+             cam_layer: str = "last", with_grids: bool = False):
     """Class-activation maps (N, H, W) in [0, 1], float32, one per image.
 
     ``images`` are uint8 (N, 3, H, W) tensors (normalised here as in training);
     ``targets`` holds the class index to explain for each image (the true city
-    in the paper). ``layer`` is an architecture name (its registered Grad-CAM
-    layer is used) or the layer itself.
+    in the paper). ``layer`` is an architecture name (its layer named
+    ``cam_layer``, ``"last"`` or ``"previous"``, is used; see
+    :func:`cityviz_helpers.models.target_layer`) or the layer itself.
     The CAM object is a context manager, so its hooks are removed even when
     something fails; the model's weights and outputs are left unchanged.
+
+    With ``with_grids=True`` it returns ``(maps, grids)``: ``grids`` (N, h, w)
+    are the raw non-negative CAMs at the layer's own resolution, before the
+    package rescales each one to [0, 1] (see :func:`raw_maps`).
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -68,9 +74,11 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
     n_classes = None
     device = next(model.parameters()).device
     was_training = model.training
+    module = layer if isinstance(layer, nn.Module) else target_layer(model, layer, cam_layer)
     out = np.empty((len(images), *images.shape[-2:]), np.float32)
+    grids: list[np.ndarray] = []
     done = 0
-    with _method_class(method)(model=model, target_layers=[layer if isinstance(layer, nn.Module) else target_layer(model, layer)]) as cam:
+    with _method_class(method)(model=model, target_layers=[module]) as cam:
         if hasattr(cam, "batch_size"):  # ScoreCAM: masked copies per forward pass
             cam.batch_size = batch_size
         for i in progress(range(0, len(images), batch_size), desc=f"{method} maps", leave=False,
@@ -82,15 +90,50 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
                 bad = [t for t in targets if not 0 <= t < n_classes]
                 if bad:
                     raise ValueError(f"Target class {bad[0]} is out of range for a model with {n_classes} classes.")
-            chunk = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets[i:i + batch_size]])
+            chosen = [ClassifierOutputTarget(t) for t in targets[i:i + batch_size]]
+            chunk = cam(input_tensor=x, targets=chosen)
             out[i:i + len(chunk)] = chunk
+            if with_grids:  # the same CAM, read before the package's per-image rescaling
+                acts = cam.activations_and_grads.activations[0].numpy()
+                grads = cam.activations_and_grads.gradients[0].numpy()
+                grids.append(np.maximum(cam.get_cam_image(x, module, chosen, acts, grads, False), 0)
+                             .astype(np.float32))
             done = i + len(chunk)
     # pytorch_grad_cam's __exit__ prints and swallows an IndexError; never return a half-filled array
     if done != len(images):
         raise RuntimeError(f"{method} stopped after {done} of {len(images)} images (see the message above).")
     model.zero_grad(set_to_none=True)  # free the parameter gradients the backward pass left
     model.train(was_training)
-    return np.clip(out, 0.0, 1.0)
+    maps = np.clip(out, 0.0, 1.0)
+    if with_grids:
+        return maps, np.concatenate(grids)
+    return maps
+
+
+def raw_maps(grids: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Raw CAMs at image size: each grid upsampled bilinearly (as the package
+    does) but *not* min-max rescaled, so the map keeps its own proportions.
+
+    The package's maps subtract each map's minimum before scaling to [0, 1];
+    when every cell is positive that moves mass from weak cells to strong ones,
+    which flatters relevance mass. Scores of "how much of the map" use these.
+    """
+    import cv2
+
+    h, w = (size, size) if isinstance(size, int) else size
+    return np.stack([cv2.resize(np.float32(g), (w, h)) for g in np.asarray(grids)]) if len(grids) else \
+        np.zeros((0, h, w), np.float32)
+
+
+def rescaled_maps(grids: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """The package's own maps (N, H, W) in [0, 1], recomputed exactly from raw ``grids``
+    with the package's functions (rescale and upsample, then rescale the layer
+    average again). Stored grids thus give back the same masks bit for bit."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    h, w = (size, size) if isinstance(size, int) else size
+    per_layer = scale_cam_image(np.asarray(grids, np.float32), (w, h))[:, None]
+    return np.clip(scale_cam_image(np.maximum(per_layer, 0).mean(1)), 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------
@@ -173,15 +216,56 @@ def is_flat(maps: np.ndarray) -> np.ndarray:
     return flat.max(1) == flat.min(1)
 
 
-def baseline_maps(kind: str, n: int, size: int | tuple[int, int]) -> np.ndarray:
-    """``n`` copies of a baseline map: ``"centre"`` (Gaussian prior) or ``"uniform"``."""
+BASELINES = ("uniform", "centre", "cue_prior")
+
+
+def baseline_maps(kind: str, n: int, size: int | tuple[int, int], prior: np.ndarray | None = None) -> np.ndarray:
+    """``n`` copies of a map that never looks at the image: ``"uniform"``, ``"centre"``
+    (a Gaussian blob at the image centre) or ``"cue_prior"`` (``prior``: where cues
+    usually are, see :func:`cue_prior`)."""
+    shape = (size, size) if isinstance(size, int) else tuple(size)
     if kind == "centre":
-        one = centre_prior(size)
+        one = centre_prior(shape)
     elif kind == "uniform":
-        one = np.ones((size, size) if isinstance(size, int) else size, np.float32)
+        one = np.ones(shape, np.float32)
+    elif kind == "cue_prior":
+        if prior is None:
+            raise ValueError("The 'cue_prior' baseline needs the prior map: pass prior=gradcam.cue_prior(data, size).")
+        one = np.asarray(prior, np.float32)
+        if one.shape != shape:
+            raise ValueError(f"The cue prior is {one.shape}, the maps are {shape}: compute it at the maps' size.")
     else:
-        raise ValueError(f"Unknown baseline {kind!r}; use 'centre' or 'uniform'.")
+        raise ValueError(f"Unknown baseline {kind!r}; use one of {', '.join(BASELINES)}.")
     return np.broadcast_to(one, (n, *one.shape))
+
+
+def cue_prior(cue_masks: np.ndarray) -> np.ndarray:
+    """The cue-location prior: the mean of the training images' cue masks (H, W), i.e.
+    how often each pixel lies on a planted cue. A map that always points where cues
+    usually are, whatever the image, scores this well."""
+    masks = np.asarray(cue_masks, bool)
+    if not len(masks):
+        raise ValueError("The cue prior needs at least one cue mask.")
+    return masks.mean(0, dtype=np.float64).astype(np.float32)
+
+
+def paired_bootstrap(scores: np.ndarray, baseline: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Mean per-image gain ``scores - baseline`` with a percentile bootstrap interval
+    that resamples images (both scores of an image move together). Images where
+    either score is NaN are left out. Returns ``gain``, ``low``, ``high``, ``n``."""
+    d = np.asarray(scores, np.float64) - np.asarray(baseline, np.float64)
+    d = d[~np.isnan(d)]
+    if not len(d):
+        return {"gain": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, 500):  # in blocks: (500, n) indices at a time
+        stop = min(start + 500, n_boot)
+        means[start:stop] = d[rng.integers(0, len(d), (stop - start, len(d)))].mean(1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return {"gain": float(d.mean()), "low": float(low), "high": float(high), "n": int(len(d))}
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -218,27 +302,26 @@ def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
 # --------------------------------------------------------------------------
 
 
-def to_uint8(maps: np.ndarray) -> np.ndarray:
-    """Maps in [0, 1] stored compactly: 0..255 (a 1/255 quantisation step)."""
-    return (np.clip(maps, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def from_uint8(stored: np.ndarray) -> np.ndarray:
-    return stored.astype(np.float32) / 255.0
-
-
-def save_maps(folder: Path, maps: np.ndarray, targets: np.ndarray, predictions: np.ndarray,
+def save_maps(folder: Path, grids: np.ndarray, targets: np.ndarray, predictions: np.ndarray,
               paths: Sequence[str], meta: dict) -> None:
-    np.savez_compressed(folder / "maps.npz", maps=to_uint8(maps), targets=np.asarray(targets, np.int16),
-                        predictions=np.asarray(predictions, np.int16))
+    """Store the raw CAM grids (small: the layer's own resolution, float32); the
+    maps are recomputed from them on load, exactly, so no mask moves."""
+    np.savez_compressed(folder / "maps.npz", grids=np.asarray(grids, np.float32),
+                        targets=np.asarray(targets, np.int16), predictions=np.asarray(predictions, np.int16))
     (folder / "images.json").write_text(json.dumps({"paths": list(map(str, paths)), **meta}, indent=1))
 
 
 def load_maps(folder: Path) -> dict:
+    """A stored artifact: ``maps`` (the package's [0, 1] maps), ``raw`` (the same
+    CAMs before rescaling, see :func:`raw_maps`), ``grids``, ``targets``,
+    ``predictions`` and the metadata (image paths, method, layer, ...)."""
+    meta = json.loads((Path(folder) / "images.json").read_text())
     with np.load(Path(folder) / "maps.npz") as z:
-        out = {"maps": from_uint8(z["maps"]), "targets": z["targets"].astype(int),
-               "predictions": z["predictions"].astype(int)}
-    out.update(json.loads((Path(folder) / "images.json").read_text()))
+        grids = z["grids"]
+        out = {"grids": grids, "targets": z["targets"].astype(int), "predictions": z["predictions"].astype(int)}
+    out["maps"] = rescaled_maps(grids, meta["image_size"])
+    out["raw"] = raw_maps(grids, meta["image_size"])
+    out.update(meta)
     return out
 
 
@@ -247,14 +330,17 @@ def load_maps(folder: Path) -> dict:
 # --------------------------------------------------------------------------
 
 
-def model_maps(settings, data, trained: dict, images, split: str = "test", verbose: bool = True) -> dict[str, dict]:
-    """Grad-CAM maps of ``images`` (a :class:`~cityviz_helpers.train.SplitTensors`)
-    for every trained model, computed once and cached as artifacts.
+def model_maps(settings, data, trained: dict, images, split: str = "test", verbose: bool = True,
+               method: str | None = None, layer: str | None = None) -> dict[str, dict]:
+    """CAMs of ``images`` (a :class:`~cityviz_helpers.train.SplitTensors`) for every
+    trained model, computed once and cached as artifacts.
 
+    ``method`` and ``layer`` default to the settings (``gradcam.method``,
+    ``gradcam.layer``); ``method="gradcam", layer="last"`` gives the paper's maps.
     Each artifact is keyed by the model's own key, the dataset's fingerprint,
-    the split, the CAM method and the target rule. Returns, per model name, a
-    dict with ``maps`` (N, H, W float32 in [0, 1]), ``targets``,
-    ``predictions`` and the image ``paths``.
+    the split, the CAM method and layer and the target rule. Returns, per model
+    name, a dict with ``maps`` (N, H, W float32 in [0, 1]), ``raw`` (before the
+    per-image rescaling), ``targets``, ``predictions`` and the image ``paths``.
     """
     import time
 
@@ -262,32 +348,37 @@ def model_maps(settings, data, trained: dict, images, split: str = "test", verbo
     from .train import predict
 
     cfg = settings["gradcam"]
+    method = method or cfg["method"]
+    layer = layer or cfg["layer"]
     if cfg["target"] not in ("true", "predicted"):
         raise ValueError(f"gradcam.target must be 'true' or 'predicted', not {cfg['target']!r}.")
-    _method_class(cfg["method"])  # an unknown method fails before any work
+    _method_class(method)  # an unknown method fails before any work
+    if layer not in CAM_LAYERS:
+        raise ValueError(f"Unknown CAM layer {layer!r}; choose one of {', '.join(CAM_LAYERS)}.")
     paths = list(data.split(split).path)
     out, computed, start = {}, [], time.perf_counter()
     for name, m in progress(trained.items(), desc="models", leave=False):
         def build(folder: Path, m=m, name=name) -> dict:
             preds = predict(m.model, images.images).argmax(1)
             targets = images.labels if cfg["target"] == "true" else preds
-            maps = cam_maps(m.model, m.meta["arch"], images.images, targets, cfg["method"], cfg["batch_size"],
-                            show_progress=False)
-            save_maps(folder, maps, targets.numpy(), preds.numpy(), paths,
-                      {"model": name, "method": cfg["method"], "target": cfg["target"], "split": split})
-            return {"model": name, "model_key": m.meta["key"], "n_images": len(maps)}
+            _, grids = cam_maps(m.model, m.meta["arch"], images.images, targets, method, cfg["batch_size"],
+                                show_progress=False, cam_layer=layer, with_grids=True)
+            save_maps(folder, grids, targets.numpy(), preds.numpy(), paths,
+                      {"model": name, "method": method, "layer": layer, "target": cfg["target"], "split": split,
+                       "image_size": int(images.images.shape[-1])})
+            return {"model": name, "model_key": m.meta["key"], "n_images": len(grids)}
 
-        art = artifact(settings, f"gradcam-{name}", (), build, verbose=False,
+        art = artifact(settings, f"gradcam-{name}", (), build, verbose=False, version=2,
                        extra={"model_key": m.meta["key"], "data": data.fingerprint, "split": split,
-                              "method": cfg["method"], "target": cfg["target"]})
+                              "method": method, "layer": layer, "target": cfg["target"]})
         if not art.loaded:
             computed.append(name)
         out[name] = load_maps(art.path)
         out[name]["artifact"] = art.path
     if verbose:
         n = len(trained)
-        print(f"{cfg['method']} maps of {len(paths)} {split} images: {n - len(computed)} of {n} models loaded "
-              f"from the cache, {len(computed)} computed ({time.perf_counter() - start:.1f} s in all).")
+        print(f"{method} maps ({layer} layer) of {len(paths)} {split} images: {n - len(computed)} of {n} models "
+              f"loaded from the cache, {len(computed)} computed ({time.perf_counter() - start:.1f} s in all).")
     return out
 
 
@@ -298,31 +389,62 @@ def cue_regions(data, split: str, size: int) -> np.ndarray:
     return ground_truth(data, split, size)[1] > 0
 
 
-def ground_truth_scores(maps: np.ndarray, regions: np.ndarray, baseline: str = "centre") -> dict:
-    """Pointing game and relevance mass of ``maps`` and of a baseline map, over the
-    images that contain a cue (the others are counted and excluded)."""
+def ground_truth_scores(maps: np.ndarray, regions: np.ndarray, raw: np.ndarray | None = None,
+                        prior: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Scores of ``maps`` against the true cue ``regions``, beside three baselines.
+
+    - ``relevance_mass_raw``: the share of the raw map (before the per-image
+      rescaling; ``raw``) inside the cues: what the issue of "how much of the map"
+      really asks;
+    - ``relevance_mass``: the same on the rescaled [0, 1] maps (the paper's masks);
+    - ``pointing_game``: is the map's peak on a cue (the same for both maps).
+
+    Baselines: ``uniform``, ``centre`` and, if ``prior`` is given, ``cue_prior``.
+    For each, ``gain_vs_<baseline>`` is the paired bootstrap interval
+    (:func:`paired_bootstrap`) of raw relevance mass minus the baseline's.
+    Only images that show a cue are scored (the others are counted). A flat map
+    (all zero: nothing spoke for the city) is scored as a uniform map, so it earns
+    what a blind guess earns; ``n_flat_maps`` counts them.
+    """
+    raw = maps if raw is None else raw
     has_cue = regions.reshape(len(regions), -1).any(1)
-    flat = is_flat(maps)
-    if flat.any():  # an all-zero map points nowhere: score it as a uniform map (no information)
+    flat = is_flat(raw)
+    if flat.any():
         maps = np.where(flat[:, None, None], np.float32(1.0), maps)
-    base = baseline_maps(baseline, len(maps), maps.shape[1:])
-    per_image = {"pointing_game": pointing_game(maps, regions), "relevance_mass": relevance_mass(maps, regions),
-                 "baseline_pointing_game": pointing_game(base, regions),
-                 "baseline_relevance_mass": relevance_mass(base, regions)}
+        raw = np.where(flat[:, None, None], np.float32(1.0), raw)
+    size = maps.shape[1:]
+    per_image = {"pointing_game": pointing_game(raw, regions), "relevance_mass_raw": relevance_mass(raw, regions),
+                 "relevance_mass": relevance_mass(maps, regions)}
+    kinds = [k for k in BASELINES if k != "cue_prior" or prior is not None]
+    for kind in kinds:
+        base = baseline_maps(kind, len(maps), size, prior)
+        per_image[f"{kind}_pointing_game"] = pointing_game(base, regions)
+        per_image[f"{kind}_relevance_mass"] = relevance_mass(base, regions)
     summary = {k: float(np.nanmean(v)) if has_cue.any() else float("nan") for k, v in per_image.items()}
+    for kind in kinds:
+        summary[f"gain_vs_{kind}"] = paired_bootstrap(per_image["relevance_mass_raw"],
+                                                      per_image[f"{kind}_relevance_mass"], n_boot, seed)
     summary.update(n_scored=int(has_cue.sum()), n_without_cues=int((~has_cue).sum()),
                    n_flat_maps=int(flat[has_cue].sum()))
     return {"summary": summary, "per_image": per_image}
 
 
 def randomization_check(model: nn.Module, arch: str, images, targets, maps: np.ndarray, method: str = "gradcam",
-                        seed: int = 0, batch_size: int = 50) -> np.ndarray:
+                        seed: int = 0, batch_size: int = 50, cam_layer: str = "last") -> dict:
     """Rank correlation, per image, between a model's maps and those of a
     re-initialised copy (Adebayo et al., 2018): near 0 means the maps depend on
     what the model learned; near 1 means they would look the same untrained.
-    Where either map is flat (all zeros) the correlation is 0."""
+
+    A flat map (all zeros) has no ordering of pixels to compare, so a pair with a
+    flat map gets no correlation at all (NaN), not a 0 that would pass the check
+    by construction. Returns ``rho`` (per image), ``mean_rho`` over the pairs where
+    both maps vary, ``n_pairs`` of those, and the share of flat maps of the trained
+    and of the randomised model (``flat_trained``, ``flat_random``).
+    """
     random_maps = cam_maps(randomized_copy(model, seed), arch, images, targets, method, batch_size,
-                           show_progress=False)
-    rho = rank_correlation(maps, random_maps)
-    # a flat map (all zeros) shares no ordering of pixels with any other map: correlation 0
-    return np.where(is_flat(maps) | is_flat(random_maps), 0.0, rho)
+                           show_progress=False, cam_layer=cam_layer)
+    flat_a, flat_b = is_flat(maps), is_flat(random_maps)
+    rho = np.where(flat_a | flat_b, np.nan, rank_correlation(maps, random_maps))
+    ok = ~np.isnan(rho)
+    return {"rho": rho, "mean_rho": float(rho[ok].mean()) if ok.any() else float("nan"), "n_pairs": int(ok.sum()),
+            "flat_trained": float(flat_a.mean()), "flat_random": float(flat_b.mean())}

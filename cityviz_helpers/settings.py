@@ -83,11 +83,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "amp": True,  # mixed precision: float16 on CUDA, bfloat16 on CPUs with AMX (train.autocast_dtype)
         },
         "gradcam": {
-            "method": "gradcam",  # or gradcam++, layercam, eigencam, scorecam, hirescam, xgradcam
+            # the maps notebooks 04 and 05 read; notebook 03 shows the paper's Grad-CAM at the "last" layer
+            # first, then chooses these two on the validation split (its section "What makes a map find
+            # the cues?"): gradcam, gradcam++, layercam, hirescam, xgradcam (also eigencam, scorecam)
+            "method": "gradcam",
+            "layer": "last",  # "last" (the paper's) or "previous": the block before the last down-sampling
             "target": "true",  # explain the true city (the paper) or the "predicted" one
             "thresholds": [0.5, 0.6],  # the paper's two mask thresholds
             "batch_size": 50,
-            "baseline": "centre",  # the map an explanation must beat: "centre" prior or "uniform"
+            "n_boot": 2000,  # bootstrap resamples of the images for each score's interval
             "randomization_images": 100,  # test images for the weight-randomisation sanity check
         },
         "clustering": {
@@ -98,9 +102,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "patch_size": 32,  # pixels of the thumbnails (and of the "pixels" features)
             "pca_dim": 20,
             "k": None,  # None: chosen by silhouette over k_range
-            "k_range": [4, 12],
+            "k_range": [2, 12],  # from 2 upward, so that a small K is never forced by the range's edge
             "tsne_perplexity": 30,
             "seed": 0,
+            # enrichment: city labels permuted over images (p never below 1 / (n_perm + 1)), images resampled
+            "n_perm": 1999,
+            "n_boot": 1000,
         },
         "segmentation": {
             # built-in cities: a small smp model trained on the label maps (no pretrained weights)

@@ -65,6 +65,7 @@ def test_baselines():
     assert gc_.relevance_mass(uniform, region).tolist() == [0.25, 0.25]  # uniform: the region's area
     with pytest.raises(ValueError, match="baseline"):
         gc_.baseline_maps("edges", 1, 4)
+    assert set(gc_.BASELINES) == {"uniform", "centre", "cue_prior"}
 
 
 def test_rank_correlation():
@@ -73,9 +74,62 @@ def test_rank_correlation():
     assert gc_.rank_correlation(a, -a)[0] == pytest.approx(-1.0)
 
 
-def test_uint8_storage_round_trip_within_one_step():
-    maps = np.random.default_rng(1).random((3, 8, 8)).astype(np.float32)
-    assert np.abs(gc_.from_uint8(gc_.to_uint8(maps)) - maps).max() <= 0.5 / 255 + 1e-7
+def test_raw_relevance_mass_is_not_moved_by_the_rescaling():
+    # the example: a 2 x 2 map whose every cell is positive; the cue is the top-left cell
+    grid = np.array([[[1.0, 0.9], [0.9, 0.95]]], np.float32)
+    region = np.zeros((1, 2, 2), bool)
+    region[0, 0, 0] = True
+    raw = gc_.raw_maps(grid, 2)
+    rescaled = gc_.rescaled_maps(grid, 2)
+    assert gc_.relevance_mass(raw, region)[0] == pytest.approx(1.0 / 3.75)  # 0.267
+    # rescaling subtracts the minimum (0.9): 1 / (1 + 0 + 0 + 0.5) = 0.667
+    assert gc_.relevance_mass(rescaled, region)[0] == pytest.approx(1.0 / 1.5, abs=1e-5)
+    # upsampled raw maps keep the grid's proportions: a uniform grid stays uniform at any size
+    assert np.allclose(gc_.raw_maps(np.full((1, 3, 3), 2.0), 12), 2.0)
+
+
+def test_stored_grids_give_back_the_packages_maps_exactly():
+    torch.manual_seed(0)
+    model = build_model("simpler", 4, 96, "narrow").eval()
+    images = torch.randint(0, 255, (6, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    for layer in ("last", "previous"):
+        maps, grids = gc_.cam_maps(model, "simpler", images, [0, 1, 2, 3, 0, 1], show_progress=False,
+                                   cam_layer=layer, with_grids=True)
+        assert grids.shape[1] == (10 if layer == "last" else 36)
+        assert (grids >= 0).all()
+        assert np.array_equal(gc_.rescaled_maps(grids, 96), maps)  # bit for bit: every mask is the same
+
+
+def test_cue_prior_is_the_mean_cue_mask_and_a_baseline():
+    masks = np.zeros((4, 2, 2), bool)
+    masks[:, 1, :] = True  # cues always in the bottom row ...
+    masks[0, 0, 0] = True  # ... and once top-left
+    prior = gc_.cue_prior(masks)
+    assert prior.tolist() == [[0.25, 0.0], [1.0, 1.0]]
+    base = gc_.baseline_maps("cue_prior", 3, 2, prior)
+    assert base.shape == (3, 2, 2)
+    region = np.zeros((3, 2, 2), bool)
+    region[:, 1, 0] = True
+    assert gc_.relevance_mass(base, region) == pytest.approx([1 / 2.25] * 3)
+    with pytest.raises(ValueError, match="prior"):
+        gc_.baseline_maps("cue_prior", 1, 2)
+    with pytest.raises(ValueError, match="size"):
+        gc_.baseline_maps("cue_prior", 1, 3, prior)
+
+
+def test_paired_bootstrap_interval_covers_a_known_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for trial in range(200):
+        base = rng.random(80)
+        scores = base + rng.normal(0.1, 0.3, 80)  # true mean gain 0.1, paired with the baseline
+        ci = gc_.paired_bootstrap(scores, base, n_boot=1000, seed=trial)
+        assert ci["low"] <= ci["gain"] <= ci["high"] and ci["n"] == 80
+        covered += ci["low"] <= 0.1 <= ci["high"]
+    assert 0.90 <= covered / 200 <= 0.99
+    # NaN images are left out, not counted as zeros
+    ci = gc_.paired_bootstrap(np.array([1.0, np.nan, 1.0]), np.zeros(3), n_boot=100)
+    assert ci["n"] == 2 and ci["gain"] == 1.0 and ci["low"] == ci["high"] == 1.0
 
 
 # ---------------------------------------------------------------- the CAM helper
@@ -178,7 +232,27 @@ def test_flat_maps_are_scored_as_uniform_and_counted():
     regions[:, 0, :] = True  # a quarter of the image
     maps = np.zeros((2, 4, 4), np.float32)
     maps[1, 0, 0] = 1.0  # image 1: all mass on the cue; image 0: flat
-    s = gc_.ground_truth_scores(maps, regions, "uniform")["summary"]
+    prior = np.full((4, 4), 0.1, np.float32)
+    prior[0] = 0.7  # the prior also puts most of its mass on the top row
+    s = gc_.ground_truth_scores(maps, regions, prior=prior, n_boot=200)["summary"]
     assert s["n_flat_maps"] == 1
-    assert s["relevance_mass"] == pytest.approx((0.25 + 1.0) / 2)
-    assert s["baseline_relevance_mass"] == pytest.approx(0.25)
+    assert s["relevance_mass_raw"] == pytest.approx((0.25 + 1.0) / 2)
+    assert s["uniform_relevance_mass"] == pytest.approx(0.25)
+    assert s["cue_prior_relevance_mass"] == pytest.approx(2.8 / 4.0)
+    assert s["gain_vs_uniform"]["gain"] == pytest.approx(0.375)
+    assert s["gain_vs_cue_prior"]["gain"] == pytest.approx(0.625 - 0.7)
+    assert s["pointing_game"] == pytest.approx((0.25 + 1.0) / 2)
+
+
+def test_randomization_check_leaves_flat_pairs_out_instead_of_scoring_them_zero():
+    torch.manual_seed(0)
+    model = build_model("simpler", 4, 96, "narrow").eval()
+    images = torch.randint(0, 255, (4, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    maps = gc_.cam_maps(model, "simpler", images, [0, 1, 2, 3], show_progress=False)
+    maps[0] = 0.0  # pretend the trained model gave a flat map for image 0
+    out = gc_.randomization_check(model, "simpler", images, [0, 1, 2, 3], maps, seed=3)
+    assert np.isnan(out["rho"][0])  # no correlation for a flat pair, rather than a 0 that passes
+    assert out["flat_trained"] == 0.25
+    assert out["n_pairs"] == int(np.isfinite(out["rho"]).sum()) <= 3
+    if out["n_pairs"]:
+        assert out["mean_rho"] == pytest.approx(np.nanmean(out["rho"]))
