@@ -12,12 +12,15 @@ The paper's first way to name what a network looks at, without object labels:
    silhouette score over a range, or fixed), and a 2-D t-SNE map to look at;
 4. per cluster: its composition by city, and which clusters are **enriched**
    in a city: the city's share in the cluster divided by its share among all
-   regions, with a Wilson interval and a one-sided binomial test
-   (Benjamini-Hochberg corrected over all cluster-city pairs).
+   regions, with a 95 % interval from resampling images and a one-sided
+   permutation test that shuffles the city labels over the images (the regions
+   of one image move together), Benjamini-Hochberg corrected over all
+   cluster-city pairs.
 
 On the built-in cities each region also gets its majority ground-truth class
-and the planted cue (if any) that covers most of it, so purity and NMI can be
-measured against the truth.
+and the planted cue it shows (if any), so purity and NMI can be measured
+against the truth: above all *cue purity*, against the cue a region shows
+("none" a class of its own), read against its one-cluster floor.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ class Clustering:
     centres: np.ndarray  # K-means centres in the reduced space
 
 
-def cluster(features: np.ndarray, k: int | None = None, k_range: tuple[int, int] = (4, 12), pca_dim: int = 20,
+def cluster(features: np.ndarray, k: int | None = None, k_range: tuple[int, int] = (2, 12), pca_dim: int = 20,
             seed: int = 0, silhouette_sample: int = 2000) -> Clustering:
     """Standardise, PCA, K-means; K by the best silhouette over ``k_range`` unless fixed."""
     from sklearn.cluster import KMeans
@@ -229,38 +232,79 @@ def nearest_to_centre(clustering: Clustering, n: int = 8) -> dict[int, np.ndarra
 # --------------------------------------------------------------------------
 
 
-def wilson_interval(successes: np.ndarray, totals: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion (95 % by default)."""
-    k, n = np.asarray(successes, float), np.asarray(totals, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
-def enrichment(clusters: np.ndarray, cities: np.ndarray, alpha: float = 0.05) -> pd.DataFrame:
+def enrichment(clusters: np.ndarray, cities: np.ndarray, images: np.ndarray | None = None, alpha: float = 0.05,
+               n_perm: int = 1999, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per (cluster, city): count, cluster size, the city's share in the
-    cluster and overall, their ratio with a 95 % interval, the one-sided binomial
-    p-value (more of this city than its overall share predicts), the
-    Benjamini-Hochberg q-value, and ``enriched`` (q < alpha and ratio > 1)."""
-    from scipy.stats import binomtest
+    cluster and overall, their ratio with a 95 % interval, a one-sided
+    permutation p-value (more of this city than chance), the Benjamini-Hochberg
+    q-value, and ``enriched`` (q < alpha and ratio > 1).
+
+    Regions of one image share its city and often its cluster, so they are not
+    independent draws: ``images`` (the image of each region) makes every step
+    move an image's regions together. The p-value permutes the city labels over
+    the images ``n_perm`` times (p = (hits + 1) / (n_perm + 1), so it is never
+    below ``p_floor`` = 1 / (n_perm + 1)); the interval resamples images with
+    replacement ``n_boot`` times. Without ``images`` each region is its own image.
+    """
+    from .segmentation import nan_quantiles, resample_weights
 
     clusters, cities = np.asarray(clusters), np.asarray(cities)
+    images = np.arange(len(clusters)) if images is None else np.asarray(images)
+    ks, k_of = np.unique(clusters, return_inverse=True)
+    names, j_of = np.unique(cities, return_inverse=True)
+    ids, i_of = np.unique(images, return_inverse=True)
+    n, K, J = len(ids), len(ks), len(names)
+    city = np.full(n, -1)
+    city[i_of] = j_of
+    if (city[i_of] != j_of).any():
+        raise ValueError("The regions of one image must all carry that image's city.")
+    per_image = np.zeros((n, K))  # regions of each image in each cluster
+    np.add.at(per_image, (i_of, k_of.ravel()), 1)
+    onehot = np.eye(J)[city]  # (n, J)
+    count = per_image.T @ onehot  # (K, J)
+    size = per_image.sum(0)  # (K,)
+    overall = per_image.sum(1) @ onehot / len(clusters)  # (J,)
+
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permuted(np.broadcast_to(city, (n_perm, n)), axis=1)
+    hits = np.zeros((K, J))
+    for chunk in np.array_split(shuffled, max(1, n_perm // 500)):
+        perm_count = np.eye(J, dtype=np.float32)[chunk].transpose(0, 2, 1) @ per_image.astype(np.float32)  # (P, J, K)
+        hits += (perm_count.transpose(0, 2, 1) >= count - 1e-9).sum(0)
+    p = (hits + 1) / (n_perm + 1)
+
+    w = resample_weights(n, n_boot, seed)  # (B, n) images drawn
+    b_count = (w @ (per_image[:, :, None] * onehot[:, None, :]).reshape(n, K * J)).reshape(-1, K, J)
+    b_size = w @ per_image  # (B, K)
+    regions = per_image.sum(1)
+    b_overall = (w @ (regions[:, None] * onehot)) / (w @ regions)[:, None]  # (B, J)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b_ratio = b_count / b_size[:, :, None] / b_overall[:, None, :]
+    low, high = nan_quantiles(b_ratio.reshape(n_boot, K * J), (0.025, 0.975))
     rows = []
-    for c in np.unique(clusters):
-        inside = cities[clusters == c]
-        for city in np.unique(cities):
-            k, n, share = int((inside == city).sum()), len(inside), float((cities == city).mean())
-            lo, hi = wilson_interval(k, n)
-            p = binomtest(k, n, share, alternative="greater").pvalue
-            rows.append({"cluster": int(c), "city": city, "count": k, "cluster_size": n, "share": k / n,
-                         "overall_share": share, "ratio": k / n / share, "ratio_low": lo / share,
-                         "ratio_high": hi / share, "p_value": p})
+    for a, c in enumerate(ks):
+        for j, name in enumerate(names):
+            share = count[a, j] / size[a]
+            rows.append({"cluster": int(c), "city": name, "count": int(count[a, j]), "cluster_size": int(size[a]),
+                         "share": share, "overall_share": overall[j], "ratio": share / overall[j],
+                         "ratio_low": low[a * J + j], "ratio_high": high[a * J + j], "p_value": p[a, j]})
     table = pd.DataFrame(rows)
     table["q_value"] = _benjamini_hochberg(table.p_value.to_numpy())
+    table["p_floor"] = 1 / (n_perm + 1)
     table["enriched"] = (table.q_value < alpha) & (table.ratio > 1)
     return table
+
+
+def resolution(p_floor: float) -> float:
+    """The coarsest power of ten at or above ``p_floor``: p- and q-values below it
+    are shown as "< resolution" (a permutation test cannot say how much smaller)."""
+    return float(10.0 ** np.ceil(np.log10(p_floor) - 1e-9))
+
+
+def format_p(p: float, p_floor: float) -> str:
+    """A p- or q-value as text with the test's resolution: "< 0.001" or "0.012"."""
+    res = resolution(p_floor)
+    return f"< {res:g}" if p < res else f"{p:.3f}"
 
 
 def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -311,8 +355,14 @@ class ModelClusters:
         out = {"n_regions": len(t), "k": c.k, "silhouette": round(c.silhouette, 4),
                "enriched_clusters": [{"cluster": int(r.cluster), "city": r.city, "ratio": round(r.ratio, 3),
                                       "ratio_ci95": [round(r.ratio_low, 3), round(r.ratio_high, 3)],
-                                      "q_value": float(f"{r.q_value:.3g}")}
+                                      "q_value": float(f"{r.q_value:.3g}"), "q": format_p(r.q_value, r.p_floor)}
                                      for r in self.enrichment[self.enrichment.enriched].itertuples()]}
+        if "cue" in t:
+            cues = t.cue.to_numpy()
+            out["cue_purity"] = round(purity(c.labels, cues), 4)
+            out["cue_purity_floor"] = round(majority_share(cues), 4)
+            out["no_cue_share"] = round(float((cues == "none").mean()), 4) if len(cues) else None
+            out["cue_nmi"] = round(nmi(c.labels, cues), 4)
         if "gt_class" in t:
             truth = t.gt_class.to_numpy()
             out["purity"] = round(purity(c.labels, truth), 4)
@@ -362,5 +412,8 @@ def analyse_model(name: str, model: nn.Module, layer: nn.Module, images: torch.T
     t0 = time.perf_counter()
     result = cluster(features, cfg["k"], tuple(cfg["k_range"]), cfg["pca_dim"], cfg["seed"])
     seconds["clustering"] = time.perf_counter() - t0
-    return ModelClusters(name, regions, features, result, enrichment(result.labels, regions.table.city.to_numpy()),
-                         seconds)
+    t0 = time.perf_counter()
+    table = enrichment(result.labels, regions.table.city.to_numpy(), regions.table.image.to_numpy(),
+                       n_perm=cfg["n_perm"], n_boot=cfg["n_boot"], seed=cfg["seed"])
+    seconds["enrichment"] = time.perf_counter() - t0
+    return ModelClusters(name, regions, features, result, table, seconds)

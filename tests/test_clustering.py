@@ -52,27 +52,67 @@ def test_classifier_features_average_the_covered_cells():
 
 
 def test_enrichment_flags_the_over_represented_city_only():
-    # cluster 0: 40 of city A out of 50; overall A is half of 200 regions
+    # cluster 0: 40 of city A out of 50; overall A is half of 200 regions (one region per image)
     clusters = np.array([0] * 50 + [1] * 150)
     cities = np.array(["A"] * 40 + ["B"] * 10 + ["A"] * 60 + ["B"] * 90)
-    t = cl.enrichment(clusters, cities).set_index(["cluster", "city"])
+    t = cl.enrichment(clusters, cities, n_perm=999).set_index(["cluster", "city"])
     assert t.loc[(0, "A"), "ratio"] == pytest.approx(0.8 / 0.5)
     assert t.loc[(0, "A"), "ratio_low"] < 1.6 < t.loc[(0, "A"), "ratio_high"]
     assert bool(t.loc[(0, "A"), "enriched"]) and not bool(t.loc[(0, "B"), "enriched"])
     assert not bool(t.loc[(1, "A"), "enriched"])
-    assert t.loc[(0, "A"), "p_value"] < 1e-4
+    # nothing of 999 relabellings reaches 40: p sits at the floor 1 / 1000, shown as "< 0.001"
+    assert t.loc[(0, "A"), "p_value"] == pytest.approx(1 / 1000) == t.loc[(0, "A"), "p_floor"]
+    assert cl.format_p(t.loc[(0, "A"), "p_value"], 1 / 1000) == "0.001"
+    assert cl.format_p(0.0005, 1 / 2000) == "< 0.001" and cl.format_p(0.0123, 1 / 2000) == "0.012"
 
 
 def test_enrichment_is_not_called_on_a_balanced_split():
     rng = np.random.default_rng(0)
     cities = rng.choice(["A", "B", "C"], 600)
     clusters = rng.integers(0, 4, 600)
-    assert not cl.enrichment(clusters, cities).enriched.any()
+    assert not cl.enrichment(clusters, cities, n_perm=499, n_boot=100).enriched.any()
 
 
-def test_wilson_interval_known_value():
-    lo, hi = cl.wilson_interval(np.array(5), np.array(10))
-    assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+def _null_regions(rng, n_images=120):
+    """A null with clustered regions: each image has 1-4 regions, all in one cluster
+    drawn for the image, and a city drawn independently of it."""
+    per_image = rng.integers(1, 5, n_images)
+    images = np.repeat(np.arange(n_images), per_image)
+    cities = rng.choice(["A", "B", "C", "D"], n_images)[images]
+    clusters = rng.integers(0, 4, n_images)[images]
+    return clusters, cities, images
+
+
+def test_per_image_permutation_is_calibrated_where_regions_are_not_independent():
+    rng = np.random.default_rng(0)
+    per_image, per_region = [], []
+    for _ in range(60):
+        clusters, cities, images = _null_regions(rng)
+        per_image.append(cl.enrichment(clusters, cities, images, n_perm=199, n_boot=20, seed=1).p_value)
+        per_region.append(cl.enrichment(clusters, cities, None, n_perm=199, n_boot=20, seed=1).p_value)
+    per_image, per_region = np.concatenate(per_image), np.concatenate(per_region)
+    # 960 p-values under the null: about 5 % below 0.05 when images move together ...
+    assert 0.02 < (per_image < 0.05).mean() < 0.08
+    # ... while treating the regions as independent calls far too many
+    assert (per_region < 0.05).mean() > 0.12
+
+
+def test_enrichment_needs_one_city_per_image():
+    with pytest.raises(ValueError, match="one image"):
+        cl.enrichment(np.array([0, 1]), np.array(["A", "B"]), np.array([0, 0]))
+
+
+def test_cue_purity_and_its_floor_in_the_summary():
+    cues = np.array(["none"] * 6 + ["flags"] * 3 + ["buses"] * 3)
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 3)
+    table = pd.DataFrame({"image": np.arange(12), "city": ["A", "B"] * 6, "cue": cues})
+    clustering = cl.Clustering(labels, 3, 0.5, {3: 0.5}, np.zeros((12, 2)), np.zeros((3, 2)))
+    r = cl.ModelClusters("m", cl.Regions(table, [None] * 12), np.zeros((12, 2)), clustering,
+                         cl.enrichment(labels, table.city.to_numpy(), n_perm=99, n_boot=10), {})
+    s = r.summary()
+    # no-cue regions are a class of their own; one cluster holding everything is right for half of them
+    assert s["cue_purity"] == 1.0 and s["cue_purity_floor"] == 0.5 and s["no_cue_share"] == 0.5
+    assert s["k"] == 3
 
 
 def test_purity_and_nmi_on_known_labels():
