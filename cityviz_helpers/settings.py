@@ -128,7 +128,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "ade20k_input_size": 256,
             # statistics
             "n_boot": 500,  # bootstrap resamples per interval
-            "n_perm": 5000,  # permutations of the architecture labels
+            # architecture versus initialization: every distinct grouping of the models is tried when there
+            # are at most max_groupings of them (105 for 4 architectures x 2 seeds), else n_perm random ones
+            "n_perm": 5000,
+            "max_groupings": 200_000,
+            "area_fraction": None,  # area-matched masks: top share of each map (None: median mask area at 0.5)
+            "n_chance": 2,  # draws of other images' masks for the chance level of cue recall
             "top_k": 3,
             "min_share": 0.01,  # a top class makes up at least this share of the masked pixels
         },

@@ -241,3 +241,11 @@ def test_chance_masks_come_from_another_image_of_the_same_city():
     assert (cities[source] == cities).all()
     assert (source[:8] != np.arange(8)).all() and source[8] == 8  # a city of one image keeps its mask
     assert sorted(source) == list(range(n))  # every mask used once: the same areas
+
+
+def test_city_shares_pool_each_citys_masked_pixels():
+    counts = np.zeros((3, seg.N_LABELS))
+    counts[0, [1, 2]], counts[1, 1], counts[2, [0, 3]] = [1, 3], 4, [9, 2]
+    s = seg.city_shares(counts, np.array(["A", "A", "B"]), ["A", "B"])
+    assert s["A"]["share_in_mask"][[1, 2]] == pytest.approx([5 / 8, 3 / 8])
+    assert s["B"]["share_in_mask"][3] == 1.0  # unlabelled (0) is left out
