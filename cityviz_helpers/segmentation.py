@@ -268,13 +268,20 @@ def pixel_counts(labels: np.ndarray, masks: np.ndarray | None = None) -> np.ndar
     With ``masks`` (N, H, W bool), pixels outside the mask get the label
     :data:`OUTSIDE` and are not counted (the paper's rule).
     """
-    labels = np.asarray(labels, np.int64)
+    labels = np.asarray(labels)
     n = len(labels)
-    if masks is not None:
-        labels = np.where(masks, labels, OUTSIDE)
-    flat = labels.reshape(n, -1) + (np.arange(n) * (N_LABELS + 1))[:, None]
-    counts = np.bincount(flat.ravel(), minlength=n * (N_LABELS + 1)).reshape(n, N_LABELS + 1)
-    return counts[:, :N_LABELS]
+    flat = labels.reshape(n, -1).astype(np.int32) + (np.arange(n, dtype=np.int32) * N_LABELS)[:, None]
+    if masks is not None:  # the OUTSIDE pixels would be dropped anyway: count only the inside ones
+        flat = flat[np.asarray(masks, bool).reshape(n, -1)]
+    return np.bincount(flat.ravel(), minlength=n * N_LABELS).reshape(n, N_LABELS)
+
+
+def city_shares(counts: np.ndarray, cities: np.ndarray, names: Sequence[str],
+                ignore: Sequence[int] = (0,)) -> dict[str, dict]:
+    """Per city, only the pooled in-mask shares (``{city: {"share_in_mask": ...}}``):
+    what :func:`model_distance` reads, without the bootstrap of :func:`city_statistics`."""
+    cities = np.asarray(cities)
+    return {c: {"share_in_mask": shares(counts[cities == c], ignore)} for c in names}
 
 
 def dominant_objects(counts: np.ndarray, ignore: Sequence[int] = (0,)) -> tuple[np.ndarray, np.ndarray]:
