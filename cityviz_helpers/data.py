@@ -369,13 +369,57 @@ def label_features(labels: Sequence[np.ndarray], n_labels: int = 151) -> np.ndar
                      for l in labels])
 
 
-def probe_accuracy(features: np.ndarray, cities: Sequence[str], seed: int = 0, folds: int = 5) -> float:
-    """Cross-validated accuracy of a logistic regression predicting the city."""
+def class_colour_features(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], classes: Sequence[int],
+                          keep: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """Per image: the mean R, G, B of the pixels of each class in ``classes``
+    (label values), among the pixels ``keep`` marks (e.g. outside the cues).
+    A class the image does not show gets mid-grey, so the feature says nothing
+    about which classes are visible: only about their colour."""
+    feats = np.full((len(images), 3 * len(classes)), 0.5)
+    for i, (im, lab) in enumerate(zip(images, labels)):
+        px, lab = np.asarray(im, np.float32).reshape(-1, 3) / 255.0, np.asarray(lab).ravel()
+        ok = np.ones(len(lab), bool) if keep is None else np.asarray(keep[i], bool).ravel()
+        for j, c in enumerate(classes):
+            sel = ok & (lab == c)
+            if sel.any():
+                feats[i, 3 * j:3 * j + 3] = px[sel].mean(0)
+    return feats
+
+
+def shared_classes(labels: Sequence[np.ndarray], cue_classes: Sequence[int], min_share: float = 0.5) -> list[int]:
+    """Label values that no cue draws and that at least ``min_share`` of the images
+    show: the scene that every city shares (sky, road, ...)."""
+    seen = np.zeros(256)
+    for lab in labels:
+        seen[np.unique(np.asarray(lab))] += 1
+    common = np.flatnonzero(seen >= min_share * len(labels))
+    return [int(c) for c in common if c != 0 and c not in set(cue_classes)]
+
+
+def probe(features: np.ndarray, cities: Sequence[str], seed: int = 0, folds: int = 5, level: float = 0.95) -> dict:
+    """Does a logistic regression predict the city from ``features``?
+
+    Each image is predicted once, by the fold that did not train on it; the
+    accuracy comes with an exact (Clopper-Pearson) binomial interval over the
+    images, and ``chance_inside`` says whether chance (1 / number of cities) lies
+    in it: True means these features carry no detectable city signal.
+    """
+    from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    y = np.asarray(cities)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(model, features, np.asarray(cities), cv=cv).mean())
+    pred = cross_val_predict(model, features, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    k, n = int((pred == y).sum()), len(y)
+    ci = binomtest(k, n).proportion_ci(confidence_level=level)
+    chance = 1 / len(np.unique(y))
+    return {"accuracy": k / n, "low": float(ci.low), "high": float(ci.high), "n": n, "chance": chance,
+            "chance_inside": bool(ci.low <= chance <= ci.high)}
+
+
+def probe_accuracy(features: np.ndarray, cities: Sequence[str], seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated accuracy of a logistic regression predicting the city (see :func:`probe`)."""
+    return probe(features, cities, seed, folds)["accuracy"]

@@ -77,13 +77,38 @@ def test_no_colour_shortcut_but_objects_differ():
             out = render_image(DEFAULT_CITIES, city_index, image_rng(5, city_index, 0, i), 96)
             images.append(out.image), labels.append(out.label), cities.append(city.name)
             outside.append(out.cue_map == 0)
-    chance = 1 / len(DEFAULT_CITIES)
-    colour = cvdata.probe_accuracy(cvdata.colour_features(images), cities)
-    colour_outside = cvdata.probe_accuracy(cvdata.colour_features(images, keep=outside), cities)
-    objects = cvdata.probe_accuracy(cvdata.label_features(labels), cities)
-    assert colour < chance + 0.12, colour  # near chance
-    assert colour_outside < chance + 0.12, colour_outside  # outside the cues: near chance too
-    assert objects > 0.6, objects  # the positive control: the cities do differ, in their objects
+    cue_classes = [class_index(CUE_STYLES[c.style].class_name) for city in DEFAULT_CITIES for c in city.cues]
+    shared = cvdata.shared_classes(labels, cue_classes)
+    assert class_index("sky") in shared and class_index("road") in shared
+    assert not set(shared) & set(cue_classes)
+    # the colour of the scene every city shares (sky, road, ...), outside the cues: chance lies in the interval
+    scene = cvdata.probe(cvdata.class_colour_features(images, labels, shared, keep=outside), cities)
+    assert scene["chance_inside"], scene
+    objects = cvdata.probe(cvdata.label_features(labels), cities)
+    assert objects["low"] > 0.6, objects  # the positive control: the cities do differ, in their objects
+
+
+def test_probe_interval_finds_a_planted_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    cities = np.repeat(["a", "b", "c", "d"], 100)
+    noise = cvdata.probe(rng.normal(size=(400, 5)), cities)
+    assert noise["chance"] == 0.25 and noise["n"] == 400
+    assert noise["low"] <= noise["accuracy"] <= noise["high"] and noise["chance_inside"]
+    signal = rng.normal(size=(400, 5))
+    signal[:, 0] += 0.8 * (np.arange(400) // 100)  # one feature shifts with the city
+    found = cvdata.probe(signal, cities)
+    assert not found["chance_inside"] and found["low"] > 0.25
+    # the interval is the exact binomial one of the pooled hits
+    assert found["high"] - found["low"] < 0.2
+
+
+def test_class_colour_features_ignore_which_classes_are_visible():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[0] = (255, 0, 0)  # top row red (class 3), bottom row black (class 7)
+    labels = np.array([[3, 3], [7, 7]])
+    keep = np.array([[True, False], [True, True]])
+    f = cvdata.class_colour_features([image], [labels], [3, 7, 9], keep=[keep])
+    assert np.allclose(f[0], [1, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5])  # class 9 absent: mid-grey, not zero
 
 
 def test_colour_features_of_chosen_pixels():
