@@ -9,6 +9,22 @@ Sources
   only the members we need with HTTP range requests (Python's :mod:`zipfile`
   does the zip parsing on a seekable HTTP file), falling back to fetching the
   whole shard when a server ignores ranges.
+
+How Hub files are fetched
+-------------------------
+The Hub answers a request for a stored (LFS/Xet) file with a redirect to a CDN
+whose signed address expires; the file's sha256 travels only on that redirect
+(``X-Linked-Etag``), never in the CDN's own ``ETag``. So every Hub file is
+*resolved* by ``huggingface_hub``'s own client (:func:`huggingface_hub.get_hf_file_metadata`:
+``HF_ENDPOINT``, ``HF_TOKEN``, proxies and the Hub's redirect rules are its
+business), which gives the sha256 (or, for a small file kept in git, its git
+blob id), the size and the current CDN address. The bytes then come from that
+address with our resumable transfer: a ``.part`` file that a rerun continues,
+and an address that has expired (403/410) is resolved again and the transfer
+goes on from the same byte. ``hf_hub_download`` is not used for the transfer
+because (huggingface_hub 2.4) it deletes its partial file on any failure, so a
+multi-gigabyte shard or ``train.csv`` would restart from zero after every
+interruption.
 * **GSV-Cities** (Kaggle dataset ``amaralibey/gsv-cities``) through the Kaggle
   command-line tool and the user's API token.
 * **Weights**: torchvision's ImageNet weights into the torch cache, and an
@@ -22,7 +38,11 @@ Safety rules (each has a test in ``tests/test_download.py``):
 * an output folder that holds files this script did not create is refused,
   and no existing file is ever overwritten or deleted;
 * each failure (no network, HTTP error, checksum mismatch, full disk,
-  malformed metadata) raises :class:`DownloadError` with what to do.
+  malformed metadata) raises :class:`DownloadError` with what to do;
+* what was verified is said, never implied: a Hub file's sha256 (or git blob
+  id) from the Hub, torchvision's weights against the hash prefix in their
+  name, every image against its zip member's CRC-32, and the size where no
+  hash exists.
 """
 
 from __future__ import annotations
@@ -61,7 +81,18 @@ OSV5M_LICENCE = "CC-BY-SA-4.0"
 OSV5M_SHARDS = {"train": 98, "test": 5}  # images/<split>/00.zip ... as published
 PAPER_CITIES = ("Tokyo", "Pittsburgh")
 GSV_DATASET = "amaralibey/gsv-cities"
-SEGFORMER_REPO = "smp-hub/segformer-{variant}-512x512-ade-160k"
+#: The cities of GSV-Cities, as its archive's Images/<city>/ folders name them (the dataset's
+#: Kaggle page and amaralibey/gsv-cities' data loaders, whose default cities are London and Boston).
+GSV_CITIES = ("Bangkok", "Barcelona", "Boston", "Brussels", "BuenosAires", "Chicago", "Lisbon", "London",
+              "LosAngeles", "Madrid", "Medellin", "Melbourne", "MexicoCity", "Miami", "Minneapolis", "OSL",
+              "Osaka", "PRG", "PRS", "Phoenix", "Rome", "TRT", "WashingtonDC")
+#: Other names accepted for them (compared without case, spaces, dots or hyphens).
+GSV_ALIASES = {"paris": "PRS", "oslo": "OSL", "prague": "PRG", "praha": "PRG", "toronto": "TRT",
+               "buenosaires": "BuenosAires", "losangeles": "LosAngeles", "la": "LosAngeles",
+               "mexicocity": "MexicoCity", "ciudaddemexico": "MexicoCity", "washington": "WashingtonDC",
+               "washingtondc": "WashingtonDC", "medellín": "Medellin", "lisboa": "Lisbon", "roma": "Rome",
+               "bruxelles": "Brussels", "brussel": "Brussels"}
+GSV_DEFAULT_CITIES = ("London", "Boston")
 SEGFORMER_FILES = ("config.json", "model.safetensors")
 TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg11": "VGG11_Weights"}
 MARKER = ".cityviz-download.json"  # marks a folder this script created
@@ -90,6 +121,11 @@ OFFLINE_HINT = ("data_download.sh needs internet. Offline, use the built-in citi
 # --------------------------------------------------------------------------
 
 
+def _show(url: str) -> str:
+    """``url`` without its query (a signed CDN address's signature is nobody's business)."""
+    return urllib.parse.urlsplit(url)._replace(query="").geturl()
+
+
 def _request(url: str, *, headers: dict | None = None, timeout: float = 30.0):
     """GET ``url``; turn each kind of failure into a :class:`DownloadError`."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
@@ -101,7 +137,7 @@ def _request(url: str, *, headers: dict | None = None, timeout: float = 30.0):
                 404: "not found: the dataset or model may have moved; check the address or --endpoint",
                 429: "too many requests: wait a few minutes and rerun (finished files are kept)"}.get(
             err.code, "the server failed; rerun later (finished files are kept, partial ones resume)")
-        raise DownloadError(f"HTTP {err.code} for {url}: {hint}.", status=err.code) from None
+        raise DownloadError(f"HTTP {err.code} for {_show(url)}: {hint}.", status=err.code) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise DownloadError(f"Could not reach {urllib.parse.urlsplit(url).netloc} ({reason}). {OFFLINE_HINT}") from None
@@ -131,46 +167,62 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _etag_sha256(headers) -> str | None:
-    """The Hugging Face hub reports an LFS file's sha256 as its ETag."""
-    for name in ("X-Linked-Etag", "ETag"):
-        value = (headers.get(name) or "").strip().removeprefix("W/").strip('"')
-        if re.fullmatch(r"[0-9a-f]{64}", value):
-            return value
-    return None
+def _git_blob_id(path: Path) -> str:
+    """The id git (and the Hub, as the ETag of a small file) gives a file's content."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def fetch_file(url: str, dest: str | Path, *, sha256_prefix: str | None = None,
+EXPIRED = (403, 410)  # how a CDN refuses a signed address whose time is up
+
+
+def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, sha256_prefix: str | None = None,
+               git_blob: str | None = None, size: int | None = None, resolve=None, label: str | None = None,
                retries: int = 3, show_progress: bool = True, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest``: resumable (a ``.part`` file and HTTP ranges),
-    verified (the sha256 the server reports as the ETag, or a given prefix of
-    it), and renamed into place only when complete. An existing ``dest`` is
-    returned untouched."""
+    verified against what the caller trusts (a ``sha256``, a ``sha256_prefix``,
+    a ``git_blob`` id, a ``size``), and renamed into place only when complete.
+    A server's own ``ETag`` is never trusted as a checksum (a CDN's is a hash
+    of something else). ``resolve()``, when given, returns a fresh address for
+    the same file: it is called once each time the current one has expired
+    (HTTP 403/410), and the transfer goes on from the same byte. ``label``
+    names the file in messages (default: ``dest``'s name). An existing ``dest``
+    is returned untouched."""
     dest = Path(dest)
+    label = label or dest.name
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    attempt, total, expected = 0, None, None
+    attempt, total, renewed = 0, size, False
     while True:
         offset = part.stat().st_size if part.exists() else 0
+        if total is not None and offset >= total:
+            break
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             resp = _request(url, headers=headers, timeout=timeout)
         except DownloadError as err:
-            if err.status == 416 and total is None and offset:
-                raise DownloadError(f"{part} is longer than {url}: it is not a part of that file. Move it away "
+            if err.status in EXPIRED and resolve is not None and not renewed:
+                url, renewed = resolve(), True  # once per failure: a second refusal in a row is an error
+                continue
+            if err.status == 416 and offset:
+                raise DownloadError(f"{part} is longer than {_show(url)}: it is not a part of that file. Move it away "
                                     "and rerun.") from None
             raise
+        renewed = False
         with resp:
-            expected = expected or _etag_sha256(resp.headers)
             if offset and resp.status == 206:
-                total = int(resp.headers.get("Content-Range", "*/0").rsplit("/", 1)[1] or 0) or None
+                told = int(resp.headers.get("Content-Range", "*/0").rsplit("/", 1)[1] or 0) or None
                 mode = "ab"
             else:  # a fresh start, or a server that ignores ranges: start over
                 offset, mode = 0, "wb"
                 length = resp.headers.get("Content-Length")
-                total = int(length) if length else None
+                told = int(length) if length else None
+            total = size if size is not None else told  # a size the caller trusts wins over the server's
             bar = progress(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
                            disable=None if show_progress else True)
             try:
@@ -190,53 +242,152 @@ def fetch_file(url: str, dest: str | Path, *, sha256_prefix: str | None = None,
                 pass
             finally:
                 bar.close()
-        size = part.stat().st_size
-        if total is None or size >= total:
+        have = part.stat().st_size
+        if total is None or have >= total:
             break
         attempt += 1
         if attempt > retries:
             raise DownloadError(
-                f"The transfer of {url} dropped {retries + 1} times ({size} of {total} bytes in {part}). "
+                f"The transfer of {_show(url)} dropped {retries + 1} times ({have} of {total} bytes in {part}). "
                 "Rerun the same command: it resumes from there.")
         time.sleep(min(2 ** attempt, 10) * 0.1)
     if total is not None and part.stat().st_size != total:
-        raise DownloadError(f"{part} has {part.stat().st_size} bytes, but {url} has {total}. Move it away and rerun.")
-    if expected or sha256_prefix:
-        actual = _sha256(part)
-        if (expected and actual != expected) or (sha256_prefix and not actual.startswith(sha256_prefix)):
-            bad = part.with_name(part.name + ".bad")
-            os.replace(part, bad)
-            raise DownloadError(
-                f"Checksum mismatch for {url}: got sha256 {actual[:16]}..., expected "
-                f"{(expected or sha256_prefix)[:16]}... The file was corrupted in transit; it is kept as {bad} "
-                "(not used). Rerun to fetch it again.")
+        bad = part.with_name(part.name + ".bad")
+        os.replace(part, bad)
+        raise DownloadError(f"{label}: {bad.stat().st_size} bytes arrived, but the file has {total}. It is kept "
+                            f"as {bad} (not used); rerun to fetch it again.")
+    expected, actual = None, None
+    if sha256 or sha256_prefix:
+        actual, expected = _sha256(part), sha256 or sha256_prefix
+        ok = actual == sha256 if sha256 else actual.startswith(sha256_prefix)
+        kind = "sha256"
+    elif git_blob:
+        actual, expected, kind = _git_blob_id(part), git_blob, "git blob id"
+        ok = actual == git_blob
+    if expected is not None and not ok:
+        bad = part.with_name(part.name + ".bad")
+        os.replace(part, bad)
+        raise DownloadError(
+            f"Checksum mismatch for {label}: got {kind} {actual[:16]}..., expected {expected[:16]}... "
+            f"The file was corrupted in transit; it is kept as {bad} (not used). Rerun to fetch it again.")
     os.replace(part, dest)
     return dest
+
+
+# --------------------------------------------------------------------------
+# Files on the Hugging Face hub
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class HubFile:
+    """Where a Hub file's bytes are now, and what the Hub says they are."""
+
+    url: str  # the file's resolve address on the Hub
+    location: str  # where to read it now: a signed CDN address, or ``url`` for a small file
+    size: int | None
+    sha256: str | None  # from X-Linked-Etag (a stored LFS/Xet file)
+    git_blob: str | None  # from ETag (a small file kept in git)
+
+    @property
+    def check(self) -> str:
+        """Which verification is possible, in words."""
+        if self.sha256:
+            return "sha256 from the Hub (X-Linked-Etag)"
+        if self.git_blob:
+            return "git blob id from the Hub (ETag of a file kept in git)"
+        return "size only (the Hub gave no hash)" if self.size is not None else "none (the Hub gave no hash or size)"
+
+
+def hub_url(repo_id: str, filename: str, repo_type: str = "model", endpoint: str = HF_ENDPOINT,
+            revision: str = "main") -> str:
+    """The resolve address of a Hub file (as ``huggingface_hub.hf_hub_url`` builds it)."""
+    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
+    return f"{endpoint.rstrip('/')}/{prefix}{repo_id}/resolve/{revision}/{urllib.parse.quote(filename)}"
+
+
+def resolve_hub_file(url: str) -> HubFile:
+    """Ask the Hub, through ``huggingface_hub``, where ``url``'s bytes are and
+    what their hash and size are (one HEAD request; a redirect to the CDN is
+    not followed, because the hash travels on the redirect itself)."""
+    try:
+        from huggingface_hub import get_hf_file_metadata
+        from huggingface_hub.errors import FileMetadataError, HfHubHTTPError
+    except ModuleNotFoundError:  # pragma: no cover - the environment always has it (smp depends on it)
+        raise DownloadError("huggingface_hub is not installed in this environment: run `make install` and "
+                            "rerun.") from None
+    try:
+        meta = get_hf_file_metadata(url, timeout=30)
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        hint = {401: "the Hub asks for a login: the file may be gated or private (set HF_TOKEN) or the "
+                     "repository name is wrong",
+                403: "access denied: the file may be gated (accept its terms on the Hub and set HF_TOKEN)",
+                404: "not found on the Hub: the dataset or model may have moved; check the name and --endpoint",
+                429: "too many requests: wait a few minutes and rerun (finished files are kept)"}.get(
+            status, "the Hub failed; rerun later (finished files are kept, partial ones resume)")
+        raise DownloadError(f"HTTP {status} for {url}: {hint}.", status=status) from None
+    except FileMetadataError as err:
+        raise DownloadError(f"{url} did not answer like the Hugging Face hub ({err}). Check --endpoint / "
+                            "HF_ENDPOINT, or a proxy in between.") from None
+    except Exception as err:  # the client's network errors (httpx/requests, depending on its version)
+        if isinstance(err, OSError) or type(err).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore",
+                                                                               "requests", "urllib3"):
+            raise DownloadError(f"Could not reach {urllib.parse.urlsplit(url).netloc} ({type(err).__name__}: "
+                                f"{err}). {OFFLINE_HINT}") from None
+        raise
+    if meta.commit_hash is None:  # every Hub answer names the commit (as hf_hub_download requires too)
+        raise DownloadError(f"{url} did not answer like the Hugging Face hub (no X-Repo-Commit header). Check "
+                            "--endpoint / HF_ENDPOINT, or a proxy in between.")
+    etag = (meta.etag or "").strip().removeprefix("W/").strip('"').lower()
+    return HubFile(url=url, location=urllib.parse.urljoin(url, meta.location or url), size=meta.size,
+                   sha256=etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None,
+                   git_blob=etag if re.fullmatch(r"[0-9a-f]{40}", etag) else None)
+
+
+def fetch_hub_file(repo_id: str, filename: str, dest: str | Path, *, repo_type: str = "model",
+                   endpoint: str = HF_ENDPOINT, show_progress: bool = True) -> tuple[Path, str]:
+    """Fetch one Hub file to ``dest`` (resumable, verified against the Hub's own
+    hash); returns the path and the check that was made. An existing ``dest``
+    is returned untouched ("already there")."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest, "already there (verified when it was fetched)"
+    url = hub_url(repo_id, filename, repo_type, endpoint)
+    target = resolve_hub_file(url)
+    fetch_file(target.location, dest, sha256=target.sha256, git_blob=target.git_blob, size=target.size,
+               resolve=lambda: resolve_hub_file(url).location, label=filename, show_progress=show_progress)
+    return dest, target.check
 
 
 class RangeFile(io.RawIOBase):
     """A read-only, seekable view of a remote file through HTTP range requests,
     so that :class:`zipfile.ZipFile` reads only a shard's table of contents and
-    the members it is asked for."""
+    the members it is asked for. ``resolve()`` gives the current address (a
+    signed CDN address expires: on 403/410 it is asked for a new one, and the
+    read goes on from the same byte)."""
 
-    def __init__(self, url: str, size: int, retries: int = 3, timeout: float = 60.0, stats: dict | None = None):
-        self.url, self.size, self.retries, self.timeout = url, size, retries, timeout
+    def __init__(self, resolve, url: str, size: int, retries: int = 3, timeout: float = 60.0,
+                 stats: dict | None = None):
+        self.resolve, self.url, self.size, self.retries, self.timeout = resolve, url, size, retries, timeout
         self.pos = 0
-        self.stats = stats if stats is not None else {"requests": 0, "bytes": 0}  # shared by reopened copies
+        # shared by reopened copies: requests, bytes, and how often an expired address was renewed
+        self.stats = stats if stats is not None else {"requests": 0, "bytes": 0, "renewed": 0}
 
     def reopen(self) -> "RangeFile":
         """A fresh handle on the same file (a closed ZipFile closes its handle)."""
-        return RangeFile(self.url, self.size, self.retries, self.timeout, self.stats)
+        return RangeFile(self.resolve, self.url, self.size, self.retries, self.timeout, self.stats)
 
     @classmethod
-    def open(cls, url: str, **kwargs) -> "RangeFile | None":
-        """A RangeFile when the server honours ranges, else ``None``."""
+    def open(cls, resolve, **kwargs) -> "RangeFile | None":
+        """A RangeFile when the server honours ranges, else ``None``. ``resolve()``
+        returns ``(address, size)``."""
+        url, size = resolve()
         with _request(url, headers={"Range": "bytes=0-0"}) as resp:
             if resp.status != 206 or "Content-Range" not in resp.headers:
                 return None
             size = int(resp.headers["Content-Range"].rsplit("/", 1)[1])
-            final = resp.geturl()  # after redirects (the hub redirects to its CDN)
-        return cls(final, size, **kwargs)
+        return cls(lambda: resolve()[0], url, size, **kwargs)
 
     def readable(self) -> bool:
         return True
@@ -256,26 +407,33 @@ class RangeFile(io.RawIOBase):
         n = min(len(buffer), self.size - self.pos)
         if n <= 0:
             return 0
-        got, drops = 0, 0
+        got, drops, renewed = 0, 0, False
         while got < n:  # a dropped connection: ask again for the rest
             try:
                 with _request(self.url, headers={"Range": f"bytes={self.pos + got}-{self.pos + n - 1}"},
                               timeout=self.timeout) as resp:
                     self.stats["requests"] += 1
                     if resp.status != 206:
-                        raise DownloadError(f"{self.url} stopped honouring range requests; rerun.")
+                        raise DownloadError(f"{_show(self.url)} stopped honouring range requests; rerun.")
+                    renewed = False
                     while got < n:
                         chunk = resp.read(n - got)
                         if not chunk:
                             break
                         buffer[got:got + len(chunk)] = chunk
                         got += len(chunk)
+            except DownloadError as err:
+                if err.status not in EXPIRED or renewed:  # a fresh address refused at once: a real denial
+                    raise
+                self.url, renewed = self.resolve(), True
+                self.stats["renewed"] += 1
+                continue
             except (ConnectionError, socket.timeout, http.client.HTTPException):
                 pass
             if got < n:
                 drops += 1
                 if drops > self.retries:
-                    raise DownloadError(f"The transfer from {self.url} dropped {drops} times. Rerun the same "
+                    raise DownloadError(f"The transfer from {_show(self.url)} dropped {drops} times. Rerun the same "
                                         "command: finished images are kept.")
         self.pos += got
         self.stats["bytes"] += got
@@ -426,22 +584,33 @@ class Osv5mReport:
     range_requests: int
     bytes_from_shards: int
     notes: list[str]
+    checks: dict[str, str]  # file on the Hub -> how it was verified
+    renewed: int = 0  # expired CDN addresses resolved again during range reads
 
 
-def _shard_listing(out: Path, split: str, shard: str, url: str) -> tuple[dict[str, str], "RangeFile | Path"]:
-    """Member names by image id of one shard (cached), and how to read it."""
+def _shard_listing(out: Path, split: str, shard: str, endpoint: str) -> tuple[dict[str, str], "RangeFile | Path", str]:
+    """Member names by image id of one shard (cached), how to read it, and how the shard itself was checked."""
     cache = out / CACHE / "shards"
     listing_file = cache / f"{split}-{shard}.json"
-    source = RangeFile.open(url)
-    if source is None:  # no range support: the whole shard, resumable
-        print(f"{url} does not support range requests: fetching the whole shard.")
-        source = fetch_file(url, cache / f"{split}-{shard}.zip")
+    path = f"images/{split}/{shard}.zip"
+    url = osv5m_url(path, endpoint)
+
+    def where() -> tuple[str, int | None]:
+        target = resolve_hub_file(url)
+        return target.location, target.size
+
+    source, check = RangeFile.open(where), "members read with ranges; each image checked against its zip CRC-32"
+    if source is None:  # no range support: the whole shard, resumable and verified against the Hub's hash
+        print(f"{path}: the server does not support range requests; fetching the whole shard.")
+        source, how = fetch_hub_file(OSV5M_REPO, path, cache / f"{split}-{shard}.zip", repo_type="dataset",
+                                     endpoint=endpoint)
+        check = f"whole shard: {how}; each image checked against its zip CRC-32"
     if listing_file.exists():
-        return json.loads(listing_file.read_text()), source
+        return json.loads(listing_file.read_text()), source, check
     with _open_zip(source, url) as zf:
         names = {Path(n).stem: n for n in zf.namelist() if not n.endswith("/")}
     _write_new(listing_file, json.dumps(names).encode())
-    return names, source
+    return names, source, check
 
 
 def _open_zip(source, url: str) -> zipfile.ZipFile:
@@ -471,12 +640,13 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
     if len(set(folders.values())) < len(folders):  # two places with one name: use the full names
         folders = {u: _folder_name(u) for u in chosen.values()}
     # every shard's table of contents first (cached), so the sample is drawn from images that exist
-    sources, where = {}, {}
+    sources, where, checks = {}, {}, dict(meta.attrs.get("checks", {}))
     for split in splits:
         for k in range(shards[split]):
             shard = f"{k:02d}"
             url = osv5m_url(f"images/{split}/{shard}.zip", endpoint)
-            names, source = _shard_listing(out, split, shard, url)
+            names, source, check = _shard_listing(out, split, shard, endpoint)
+            checks[f"images/{split}/{shard}.zip"] = check
             sources[split, shard] = (url, source)
             where.update({(split, i): (shard, member) for i, member in names.items()})
     rng = np.random.default_rng(seed)
@@ -536,19 +706,22 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
     stats = [s.stats for _, s in sources.values() if isinstance(s, RangeFile)]
     return Osv5mReport(out=out, written=written, kept=kept, missing=missing, not_ours=not_ours,
                        range_requests=sum(s["requests"] for s in stats), bytes_from_shards=sum(s["bytes"] for s in stats),
-                       notes=notes)
+                       notes=notes, checks=checks, renewed=sum(s["renewed"] for s in stats))
 
 
 def load_osv5m_metadata(out: Path, splits: Sequence[str], endpoint: str = HF_ENDPOINT) -> pd.DataFrame:
     import pandas as pd
 
-    tables = []
+    tables, checks = [], {}
     for split in splits:
         if split not in OSV5M_SHARDS:
             raise DownloadError(f"Unknown split {split!r}: OpenStreetView-5M has {', '.join(OSV5M_SHARDS)}.")
-        path = fetch_file(osv5m_url(f"{split}.csv", endpoint), out / CACHE / f"{split}.csv")
+        path, checks[f"{split}.csv"] = fetch_hub_file(OSV5M_REPO, f"{split}.csv", out / CACHE / f"{split}.csv",
+                                                      repo_type="dataset", endpoint=endpoint)
         tables.append(read_osv5m_metadata(path, split))
-    return pd.concat(tables, ignore_index=True)
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["checks"] = checks  # how each metadata file was verified (said in the report)
+    return table
 
 
 # --------------------------------------------------------------------------
@@ -556,42 +729,90 @@ def load_osv5m_metadata(out: Path, splits: Sequence[str], endpoint: str = HF_END
 # --------------------------------------------------------------------------
 
 
-def kaggle_token() -> Path | None:
-    """Where the Kaggle API token is, or None (environment variables count too)."""
+def _city_key(name: str) -> str:
+    return re.sub(r"[\s._-]+", "", name).lower()
+
+
+def match_gsv_cities(wanted: Sequence[str]) -> list[str]:
+    """GSV-Cities' own names for ``wanted`` (its names in any case, or an alias
+    such as Paris for PRS); an unknown name is an error that lists them all,
+    raised before anything is downloaded."""
+    names = {_city_key(c): c for c in GSV_CITIES}
+    names.update(GSV_ALIASES)
+    chosen = []
+    for city in wanted:
+        match = names.get(_city_key(city))
+        if match is None:
+            raise DownloadError(
+                f"GSV-Cities has no city {city!r}. Its {len(GSV_CITIES)} cities: {', '.join(GSV_CITIES)} "
+                "(PRS is Paris, OSL Oslo, PRG Prague, TRT Toronto; those names work too). Nothing was downloaded.")
+        if match not in chosen:
+            chosen.append(match)
+    return chosen
+
+
+def gsv_city_table():
+    """GSV-Cities' cities and the other names accepted for them (``--list-cities``)."""
+    import pandas as pd
+
+    aliases = {c: sorted(a for a, t in GSV_ALIASES.items() if t == c and a != _city_key(c)) for c in GSV_CITIES}
+    return pd.DataFrame({"city": GSV_CITIES, "also accepted": [", ".join(aliases[c]) for c in GSV_CITIES]})
+
+
+def kaggle_credentials() -> str | None:
+    """Which of the Kaggle CLI's credential forms is present, in words, or None.
+
+    The CLI (Kaggle/kaggle-api, docs/README.md, "Authentication") accepts: an
+    OAuth login (``kaggle auth login``), the ``KAGGLE_API_TOKEN`` variable, a
+    token file ``~/.kaggle/access_token``, and the legacy ``kaggle.json``
+    (``~/.kaggle/``, ``~/.config/kaggle/`` or ``$KAGGLE_CONFIG_DIR``) or
+    ``KAGGLE_USERNAME``/``KAGGLE_KEY``. Where the OAuth login is stored is the
+    CLI's business, so None does not mean there is none: the CLI is then left
+    to decide, and its own message is passed on."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return Path("environment")
-    candidates = [Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"] if os.environ.get("KAGGLE_CONFIG_DIR") else []
-    candidates += [Path.home() / ".kaggle" / "kaggle.json", Path.home() / ".config" / "kaggle" / "kaggle.json"]
-    return next((p for p in candidates if p.exists()), None)
+        return "KAGGLE_USERNAME and KAGGLE_KEY"
+    dirs = [Path(os.environ["KAGGLE_CONFIG_DIR"])] if os.environ.get("KAGGLE_CONFIG_DIR") else []
+    dirs += [Path.home() / ".kaggle", Path.home() / ".config" / "kaggle"]
+    for folder in dirs:
+        for name in ("access_token", "kaggle.json"):
+            if (folder / name).exists():
+                return str(folder / name)
+    return None
 
 
-def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = PAPER_CITIES, per_city: int = 600,
+KAGGLE_AUTH_HINT = ("Kaggle needs you to be signed in: run `kaggle auth login`, or create an API token at "
+                    "kaggle.com > Settings > API and either export KAGGLE_API_TOKEN=<token> or save it as "
+                    "~/.kaggle/access_token (a legacy ~/.kaggle/kaggle.json, or KAGGLE_USERNAME and KAGGLE_KEY, "
+                    "works too). Or use --source osv5m, which needs no account.")
+
+
+def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = GSV_DEFAULT_CITIES, per_city: int = 600,
                      seed: int = 0, kaggle: str = "kaggle") -> dict[str, int]:
     """Download GSV-Cities with the Kaggle tool and unpack up to ``per_city``
     images of each city into ``out/<City>/``. Needs a Kaggle account."""
     import numpy as np
 
     out = Path(out) if out else REPO_ROOT / "data" / "gsv-cities"
-    if kaggle_token() is None:
-        raise DownloadError(
-            "GSV-Cities comes from Kaggle and needs your Kaggle API token, which was not found "
-            "(~/.kaggle/kaggle.json, $KAGGLE_CONFIG_DIR/kaggle.json, or KAGGLE_USERNAME and KAGGLE_KEY). "
-            "Create one at kaggle.com > Settings > API > 'Create New Token', save it as ~/.kaggle/kaggle.json, "
-            "and rerun. Or use --source osv5m, which needs no account.")
+    cities = match_gsv_cities(cities)  # before anything is downloaded
     exe = shutil.which(kaggle)
     if exe is None:
         raise DownloadError(f"The Kaggle command-line tool ({kaggle}) is not installed: run "
                             "`pip install kaggle` in this environment and rerun.")
+    credentials = kaggle_credentials()
     claim_folder(out, "gsv-cities")
     cache = out / CACHE
     cache.mkdir(exist_ok=True)
     archive = next(iter(sorted(cache.glob("*.zip"))), None)
     if archive is None:
-        print(f"Downloading {GSV_DATASET} with the Kaggle tool (large: see README for the size) ...")
+        print(f"Downloading {GSV_DATASET} with the Kaggle tool (large: see README for the size); credentials: "
+              f"{credentials or 'none found by this script, so the Kaggle tool decides (e.g. a `kaggle auth login`)'}.")
         proc = subprocess.run([exe, "datasets", "download", "-d", GSV_DATASET, "-p", str(cache)])
         archive = next(iter(sorted(cache.glob("*.zip"))), None)
         if proc.returncode != 0 or archive is None:
-            raise DownloadError(f"The Kaggle tool failed (exit code {proc.returncode}); its message is above. "
+            hint = "" if credentials else " " + KAGGLE_AUTH_HINT
+            raise DownloadError(f"The Kaggle tool failed (exit code {proc.returncode}); its message is above.{hint} "
                                 "Rerun when it is fixed; nothing was unpacked.")
     try:
         zf = zipfile.ZipFile(archive)
@@ -610,7 +831,9 @@ def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = PAPE
         for city in cities:
             match = next((c for c in by_city if c.lower() == city.lower()), None)
             if match is None:
-                raise DownloadError(f"GSV-Cities has no city {city!r}. It has: {', '.join(sorted(by_city))}.")
+                raise DownloadError(f"The downloaded archive {archive} has no Images/{city}/ folder (it has: "
+                                    f"{', '.join(sorted(by_city)) or 'none'}). The dataset may have changed; "
+                                    "please report it.")
             members = sorted(by_city[match])
             members = [members[i] for i in np.sort(rng.permutation(len(members))[:per_city])]
             counts[match] = 0
@@ -658,13 +881,19 @@ def fetch_torchvision_weights(archs: Iterable[str] = ("resnet18",), base_url: st
 
 def fetch_segformer(variant: str = "b0", folder: str | Path | None = None, endpoint: str = HF_ENDPOINT) -> Path:
     """An ADE20K Segformer from smp-hub into ``models/segformer-<variant>-ade20k``,
-    loadable offline with ``smp.from_pretrained(folder)``."""
+    loadable offline with ``smp.from_pretrained(folder)``; the repository per
+    variant comes from :data:`cityviz_helpers.segmentation.SEGFORMER_VARIANTS`."""
+    from .segmentation import SEGFORMER_VARIANTS
+
+    if variant not in SEGFORMER_VARIANTS:
+        raise DownloadError(f"No Segformer {variant!r}: choose from {', '.join(SEGFORMER_VARIANTS)}.")
+    repo, input_size = SEGFORMER_VARIANTS[variant]
     folder = Path(folder) if folder else REPO_ROOT / "models" / f"segformer-{variant}-ade20k"
-    repo = SEGFORMER_REPO.format(variant=variant)
     claim_folder(folder, repo)
     for name in SEGFORMER_FILES:
-        fetch_file(f"{endpoint.rstrip('/')}/{repo}/resolve/main/{name}", folder / name)
-    print(f"Segformer {variant} (ADE20K) in {folder}")
+        _, check = fetch_hub_file(repo, name, folder / name, endpoint=endpoint)
+        print(f"  {name}: {check}")
+    print(f"Segformer {variant} (ADE20K, trained at {input_size} px) in {folder}")
     return folder
 
 
@@ -677,11 +906,14 @@ EPILOG = """examples:
   ./data_download.sh --list-cities 30         # the 30 cities with most images
   ./data_download.sh --cities Paris,Tokyo --per-city 300
   ./data_download.sh --weights                # ResNet-18 ImageNet weights + ADE20K Segformer b0
-  ./data_download.sh --source gsv-cities      # needs a Kaggle API token
+  ./data_download.sh --source gsv-cities      # London,Boston; needs a Kaggle login
+  ./data_download.sh --source gsv-cities --list-cities
 then run the notebooks on the images:  CITYVIZ_DATA=osv5m make tutorial
 
 Safe to rerun: finished files are kept, interrupted ones resume, and no file
-this script did not create is ever overwritten or deleted.
+this script did not create is ever overwritten or deleted. Hub files are
+checked against the sha256 (or git blob id) the Hub gives, torchvision's
+weights against the hash in their name, and every image against its zip CRC.
 """
 
 
@@ -691,15 +923,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", choices=["osv5m", "gsv-cities"], default="osv5m",
                    help="image source: OpenStreetView-5M (default, no account) or GSV-Cities (Kaggle account)")
-    p.add_argument("--cities", default=",".join(PAPER_CITIES),
-                   help="comma-separated city names (default: the paper's Tokyo,Pittsburgh); for osv5m a name "
-                        "or a full unique_city value from --list-cities")
+    p.add_argument("--cities", default=None,
+                   help="comma-separated city names (default: the paper's Tokyo,Pittsburgh for osv5m; "
+                        "London,Boston for gsv-cities, which has neither); for osv5m a name or a full "
+                        "unique_city value from --list-cities; for gsv-cities a name from --list-cities "
+                        "(Paris, Oslo, Prague, Toronto are PRS, OSL, PRG, TRT there)")
     p.add_argument("--per-city", type=int, default=600, help="at most this many images per city (default 600)")
     p.add_argument("--splits", default="test",
                    help="osv5m splits to draw from: test (default; 210k images, 5 shards), train (4.9M, 98 "
                         "shards, a much larger metadata file), or test,train")
     p.add_argument("--list-cities", type=int, nargs="?", const=25, metavar="N",
-                   help="print the N cities with most images (default 25) and exit")
+                   help="print the N cities with most images (default 25) and exit; for gsv-cities all its "
+                        "cities (no download needed)")
     p.add_argument("--out", default=None, help="output folder (default data/<source> in the repository)")
     p.add_argument("--seed", type=int, default=0, help="which images are sampled when a city has more (default 0)")
     p.add_argument("--weights", action="store_true",
@@ -709,7 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architectures whose ImageNet weights --weights fetches (default resnet18, the one the "
                         "settings fine-tune; add vgg11 (531 MB) if you put it in train.pretrained)")
     p.add_argument("--segformer", default="b0", choices=[f"b{i}" for i in range(6)],
-                   help="Segformer size for --weights (default b0, the smallest; b2 is more accurate, with about 7x the parameters)")
+                   help="Segformer size for --weights (default b0, the smallest; b2 is more accurate, with about "
+                        "7x the parameters; b0-b4 were trained at 512 px, b5 at 640)")
     p.add_argument("--endpoint", default=HF_ENDPOINT, help="Hugging Face hub address (default $HF_ENDPOINT or "
                                                             "https://huggingface.co; a mirror works too)")
     return p
@@ -728,7 +964,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.per_city < 1:
             raise DownloadError("--per-city must be at least 1.")
-        cities = [c.strip() for c in args.cities.split(",") if c.strip()]
+        default = GSV_DEFAULT_CITIES if args.source == "gsv-cities" else PAPER_CITIES
+        cities = [c.strip() for c in args.cities.split(",") if c.strip()] if args.cities else list(default)
         if args.weights:
             check_network(args.endpoint)
             fetch_torchvision_weights([a.strip() for a in args.imagenet.split(",") if a.strip()])
@@ -736,8 +973,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.source == "gsv-cities":
             if args.list_cities:
-                raise DownloadError("--list-cities reads OpenStreetView-5M's metadata; GSV-Cities' city folders "
-                                    "are listed when a requested city is missing.")
+                print(gsv_city_table().head(args.list_cities).to_string(index=False))
+                return 0
             counts = fetch_gsv_cities(args.out, cities, args.per_city, seed=args.seed)
             print("new images per city:", counts)
             return 0
@@ -752,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
         report = fetch_osv5m(args.out, cities, args.per_city, splits, seed=args.seed, endpoint=args.endpoint)
         for note in report.notes:
             print("note:", note)
+        for name, check in report.checks.items():
+            print(f"verified {name}: {check}")
         print(f"{report.out}: new images {report.written}; {report.kept} already there; "
               f"{report.missing} listed in the metadata but in no shard; "
               f"{report.bytes_from_shards / 1e6:.1f} MB in {report.range_requests} range requests.")

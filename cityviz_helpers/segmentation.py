@@ -209,11 +209,47 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
 # --------------------------------------------------------------------------
 
 
-def load_ade20k_segmenter(folder: str | Path, input_size: int | None = 256) -> SmpSegmenter:
+#: The ADE20K Segformers of the smp-hub organisation: variant -> (repository, input size in px it was
+#: trained at, from the model cards: b0-b4 "512x512", b5 "640x640"). ``data_download.sh --weights
+#: --segformer <variant>`` fetches one.
+SEGFORMER_VARIANTS = {
+    "b0": ("smp-hub/segformer-b0-512x512-ade-160k", 512),
+    "b1": ("smp-hub/segformer-b1-512x512-ade-160k", 512),
+    "b2": ("smp-hub/segformer-b2-512x512-ade-160k", 512),
+    "b3": ("smp-hub/segformer-b3-512x512-ade-160k", 512),
+    "b4": ("smp-hub/segformer-b4-512x512-ade-160k", 512),
+    "b5": ("smp-hub/segformer-b5-640x640-ade-160k", 640),
+}
+
+
+def segformer_variant(folder: str | Path) -> str | None:
+    """Which :data:`SEGFORMER_VARIANTS` entry ``folder`` holds: from the record
+    ``data_download.sh`` leaves there, else from a folder name such as
+    ``segformer-b2-ade20k``; None when neither says."""
+    import re
+
+    folder = Path(folder)
+    marker = folder / ".cityviz-download.json"
+    if marker.exists():
+        try:
+            repo = json.loads(marker.read_text()).get("source")
+        except (OSError, ValueError):
+            repo = None
+        for variant, (name, _) in SEGFORMER_VARIANTS.items():
+            if repo == name:
+                return variant
+    match = re.search(r"segformer-(b[0-5])\b", folder.name)
+    return match.group(1) if match else None
+
+
+def load_ade20k_segmenter(folder: str | Path, input_size: int | None = 256, verbose: bool = True) -> SmpSegmenter:
     """An ADE20K-trained smp model (150 classes) saved with ``save_pretrained``
     in ``folder`` (``data_download.sh --weights`` puts one in ``models/``).
 
-    Loaded offline; output channel k is ADE20K label k + 1.
+    Loaded offline; output channel k is ADE20K label k + 1. Images are resized
+    to ``input_size`` before the model (``segmentation.ade20k_input_size``);
+    None means the size the variant was trained at (:data:`SEGFORMER_VARIANTS`).
+    A smaller size saves time and is said, with the model's own size.
     """
     import segmentation_models_pytorch as smp
     from .train import pick_device
@@ -223,11 +259,41 @@ def load_ade20k_segmenter(folder: str | Path, input_size: int | None = 256) -> S
         raise FileNotFoundError(
             f"No segmentation model in {folder} (config.json is missing). Fetch the ADE20K Segformer once "
             "with `./data_download.sh --weights` (needs internet); it is saved there for offline use.")
+    variant = segformer_variant(folder)
+    native = SEGFORMER_VARIANTS[variant][1] if variant else None
+    if input_size is None:
+        input_size = native
+    if verbose and native and input_size and input_size < native:
+        print(f"Segformer {variant}: images go in at {input_size} px, below the {native} px it was trained at "
+              f"(segmentation.ade20k_input_size = {input_size}, chosen to save time; set it to {native} or None "
+              "for the model's own resolution, which labels small objects better).")
     model = smp.from_pretrained(str(folder))
     n = model.segmentation_head[0].out_channels if hasattr(model, "segmentation_head") else None
     if n is not None and n != 150:
         raise ValueError(f"The model in {folder} predicts {n} classes, not ADE20K's 150.")
     return SmpSegmenter(model.to(pick_device()), range(1, 151), name=f"ade20k:{folder.name}", input_size=input_size)
+
+
+#: What notebook 05 cannot compute without a segmentation model (said when it is missing).
+NEEDS_SEGMENTER = ("the segmentation examples", "the objects inside the masks (pixel counts, shares, attention "
+                   "beyond area, dominant objects, top objects per city)", "the object distance between models "
+                   "and its permutation test")
+
+
+def try_ade20k_segmenter(folder: str | Path, input_size: int | None = 256) -> tuple[SmpSegmenter | None, str]:
+    """:func:`load_ade20k_segmenter`, or ``(None, message)`` when ``folder`` holds
+    no model: what is skipped, why, and how to get the model. Notebook 05 then
+    still computes what needs no segmenter (mask IoU within and between
+    architectures, its permutation test and verdict)."""
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return load_ade20k_segmenter(folder, input_size), f"ADE20K segmentation model loaded from {folder}."
+    message = (f"No ADE20K segmentation model in {folder}, so this notebook skips "
+               + "; ".join(NEEDS_SEGMENTER) + ". It still computes what needs no segmenter: the mask IoU "
+               "within and between architectures, its permutation test and the verdict. To get the rest, fetch "
+               "the model once with `./data_download.sh --weights` (needs internet, 15 MB) and rerun; or point "
+               "segmentation.ade20k_folder at a folder holding one.")
+    return None, message
 
 
 # --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 from cityviz_helpers import download as dl
 from cityviz_helpers.data import scan_image_folder
 
-from httpfixture import FileServer
+from httpfixture import FileServer, HubServer
 import osv5m_fixture as fx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,9 @@ SHARDS = {"test": 2}
 @pytest.fixture
 def osv():
     files, rows = fx.build()
-    with FileServer(files) as server:
+    with HubServer({fx.REPO: files}) as server:
         server.rows = rows
+        server.files = server.repos[fx.REPO]
         yield server
 
 
@@ -59,7 +60,10 @@ def test_fetches_only_the_chosen_cities_and_members(osv, tmp_path, monkeypatch):
     shard_paths = [p for p in osv.files if p.endswith(".zip")]
     sent = sum(osv.sent.get(p, 0) for p in shard_paths)
     assert sent < 0.6 * sum(len(osv.files[p]) for p in shard_paths)
-    assert all(rng is not None for path, rng in osv.log if path.endswith(".zip"))
+    assert all(rng is not None for path, rng in osv.requests("cdn") if path.endswith(".zip"))
+    # what was verified is said: the CSV against the Hub's sha256, the images against their zip CRC
+    assert report.checks["test.csv"] == "sha256 from the Hub (X-Linked-Etag)"
+    assert "CRC-32" in report.checks["images/test/00.zip"]
     # and the result is a tree the notebooks read
     data = scan_image_folder(out, min_side=16, verbose=False)
     assert data.cities == ["Pittsburgh", "Tokyo"] and len(data.items) == 8
@@ -88,30 +92,38 @@ def test_ambiguous_and_unknown_city_names(osv, tmp_path):
     assert table.unique_city.iloc[0] == "Tokyo_NaN_Tokyo_JP" and table.images.iloc[0] == 9
 
 
+def hub_csv(osv, dest, **kwargs):
+    return dl.fetch_hub_file(dl.OSV5M_REPO, "test.csv", dest, repo_type="dataset", endpoint=osv.url,
+                             show_progress=False, **kwargs)
+
+
 def test_metadata_transfer_dropped_midway_resumes(osv, tmp_path):
-    path = f"{fx.REPO}/test.csv"
-    size = len(osv.files[path])
-    osv.drop[path] = size // 2
-    dest = dl.fetch_file(osv.url + path, tmp_path / "test.csv", show_progress=False)
-    assert dest.read_bytes() == osv.files[path]
-    ranges = [rng for p, rng in osv.log if p == path]
+    size = len(osv.files["test.csv"])
+    osv.drop["test.csv"] = size // 2
+    dest, check = hub_csv(osv, tmp_path / "test.csv")
+    assert dest.read_bytes() == osv.files["test.csv"] and check.startswith("sha256")
+    ranges = [rng for p, rng in osv.requests("cdn", "test.csv")]
     assert ranges == [None, f"bytes={size // 2}-"]  # the second request picked up where the first stopped
 
 
-def test_interrupted_run_resumes_on_rerun(osv, tmp_path):
-    path = f"{fx.REPO}/test.csv"
-    osv.drop[path] = 100
+def test_interrupted_run_resumes_on_rerun(osv, tmp_path, monkeypatch):
+    osv.drop["test.csv"] = 100
+    monkeypatch.setattr(dl, "fetch_file", lambda *a, **k: DL_FETCH_FILE(*a, **{**k, "retries": 0}))
     with pytest.raises(dl.DownloadError, match="dropped 1 times.*Rerun the same command"):
-        dl.fetch_file(osv.url + path, tmp_path / "test.csv", retries=0, show_progress=False)
+        hub_csv(osv, tmp_path / "test.csv")
     assert not (tmp_path / "test.csv").exists()  # nothing half-written under the real name
     assert (tmp_path / "test.csv.part").stat().st_size == 100
-    dl.fetch_file(osv.url + path, tmp_path / "test.csv", retries=0, show_progress=False)
-    assert (tmp_path / "test.csv").read_bytes() == osv.files[path]
+    hub_csv(osv, tmp_path / "test.csv")
+    assert (tmp_path / "test.csv").read_bytes() == osv.files["test.csv"]
     assert not (tmp_path / "test.csv.part").exists()
+    assert osv.requests("cdn", "test.csv")[-1] == (f"{fx.REPO}/resolve-cache/test.csv", "bytes=100-")
+
+
+DL_FETCH_FILE = dl.fetch_file
 
 
 def test_shard_member_transfer_dropped_midway_is_retried(osv, tmp_path):
-    shard = f"{fx.REPO}/images/test/00.zip"
+    shard = "images/test/00.zip"
     osv.drop[shard] = 10  # the first ranged read of the shard longer than 10 bytes is cut after 10
     report = fetch(osv, tmp_path / "osv5m")
     assert report.written == {"Tokyo": 4, "Pittsburgh": 4}
@@ -151,32 +163,34 @@ def test_unreachable_server_fails_fast(tmp_path):
 
 
 def test_http_error_and_checksum_mismatch(osv, tmp_path):
-    with pytest.raises(dl.DownloadError, match="HTTP 404 .*not found"):
-        dl.fetch_file(osv.url + "/nothing/here.csv", tmp_path / "x.csv", show_progress=False)
-    path = f"{fx.REPO}/test.csv"
-    osv.bad_etag.add(path)
-    with pytest.raises(dl.DownloadError, match="Checksum mismatch"):
-        dl.fetch_file(osv.url + path, tmp_path / "test.csv", show_progress=False)
+    with pytest.raises(dl.DownloadError, match="HTTP 404 .*not found on the Hub"):
+        dl.fetch_hub_file(dl.OSV5M_REPO, "nothing/here.csv", tmp_path / "x.csv", repo_type="dataset",
+                          endpoint=osv.url)
+    osv.corrupt.add("test.csv")  # the CDN delivers a flipped byte: the Hub's sha256 no longer matches
+    with pytest.raises(dl.DownloadError, match="Checksum mismatch for test.csv: got sha256"):
+        hub_csv(osv, tmp_path / "test.csv")
     assert not (tmp_path / "test.csv").exists() and not (tmp_path / "test.csv.part").exists()
     assert (tmp_path / "test.csv.part.bad").exists()
+    osv.corrupt.clear()
+    assert hub_csv(osv, tmp_path / "test.csv")[0].read_bytes() == osv.files["test.csv"]  # a rerun fetches it again
 
 
 def test_corrupted_zip_member_is_refused(osv, tmp_path):
-    shard = f"{fx.REPO}/images/test/00.zip"
+    shard = "images/test/00.zip"
     data = bytearray(osv.files[shard])
     info = zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()[0]
     middle = info.header_offset + 30 + len(info.filename) + info.compress_size // 2
     data[middle] ^= 0xFF  # a flipped byte inside the first member
     osv.files[shard] = bytes(data)
     tokyo_first = osv.rows[0]["id"]
-    assert info.filename == f"{tokyo_first}.jpg"
+    assert info.filename == f"00/{tokyo_first}.jpg"  # in the shard's sub-folder, as on the Hub
     with pytest.raises(dl.DownloadError, match="Checksum mismatch in .*Rerun"):
         fetch(osv, tmp_path / "osv5m", per_city=9)
     assert not (tmp_path / "osv5m" / "Tokyo" / f"{tokyo_first}.jpg").exists()
 
 
 def test_malformed_metadata(osv, tmp_path):
-    osv.files[f"{fx.REPO}/test.csv"] = b"id,latitude\n1,2\n"
+    osv.files["test.csv"] = b"id,latitude\n1,2\n"
     with pytest.raises(dl.DownloadError, match="metadata file .* is malformed.*unique_city"):
         fetch(osv, tmp_path / "osv5m")
 
@@ -186,6 +200,7 @@ def test_server_without_ranges_falls_back_to_whole_shards(osv, tmp_path):
     report = fetch(osv, tmp_path / "osv5m")
     assert report.written == {"Tokyo": 4, "Pittsburgh": 4}
     assert sorted(p.name for p in (tmp_path / "osv5m" / ".cache" / "shards").glob("*.zip")) == ["test-00.zip", "test-01.zip"]
+    assert report.checks["images/test/01.zip"].startswith("whole shard: sha256 from the Hub (X-Linked-Etag)")
 
 
 def test_full_disk_leaves_no_partial_image(osv, tmp_path, monkeypatch):
@@ -205,12 +220,18 @@ def test_segformer_weights_download_and_load_offline(tmp_path):
     import segmentation_models_pytorch as smp
     from cityviz_helpers.segmentation import load_ade20k_segmenter
 
+    from cityviz_helpers.segmentation import SEGFORMER_VARIANTS
+
     made = tmp_path / "made"
     smp.Segformer(encoder_name="mit_b0", encoder_weights=None, classes=150).save_pretrained(str(made))
-    repo = "/" + dl.SEGFORMER_REPO.format(variant="b0") + "/resolve/main/"
-    with FileServer({repo + n: (made / n).read_bytes() for n in dl.SEGFORMER_FILES}) as server:
-        folder = dl.fetch_segformer("b0", tmp_path / "models" / "segformer-b0-ade20k", endpoint=server.url)
+    repo = SEGFORMER_VARIANTS["b0"][0]
+    assert repo == "smp-hub/segformer-b0-512x512-ade-160k"
+    with HubServer({repo: {n: (made / n).read_bytes() for n in dl.SEGFORMER_FILES}}) as hub:
+        folder = dl.fetch_segformer("b0", tmp_path / "models" / "segformer-b0-ade20k", endpoint=hub.url)
+        # config.json is small and served directly; the weights come from the CDN, redirected
+        assert hub.requests("cdn", "model.safetensors") and not hub.requests("cdn", "config.json")
     assert (folder / "model.safetensors").read_bytes() == (made / "model.safetensors").read_bytes()
+    assert (folder / "config.json").read_bytes() == (made / "config.json").read_bytes()
     segmenter = load_ade20k_segmenter(folder, input_size=64)
     labels = segmenter(torch.randint(0, 255, (2, 3, 48, 48), dtype=torch.uint8))
     assert labels.shape == (2, 48, 48) and labels.min() >= 1 and labels.max() <= 150
@@ -225,27 +246,79 @@ def test_torchvision_weights_are_verified_against_their_name(tmp_path, monkeypat
     assert not list((tmp_path / "torch").rglob("*.pth"))
 
 
-def test_gsv_cities_needs_a_token_and_unpacks_chosen_cities(tmp_path, monkeypatch):
-    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    with pytest.raises(dl.DownloadError, match="Kaggle API token.*kaggle.json"):
-        dl.fetch_gsv_cities(tmp_path / "gsv")
-    # a stand-in for the Kaggle tool that "downloads" a small archive in GSV-Cities' layout
+def fake_kaggle(tmp_path, cities, record=None):
+    """A stand-in for the Kaggle tool that "downloads" a small archive in GSV-Cities' layout
+    (Images/<City>/<City>_<place>_....jpg, as in amaralibey/gsv-cities' README)."""
     archive = tmp_path / "gsv-cities.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for city, n in (("Tokyo", 5), ("Pittsburgh", 3), ("London", 2)):
+        for city, n in cities.items():
             for i in range(n):
-                z.writestr(f"Images/{city}/{city}_{i:03d}.jpg", fx.jpeg(np.random.default_rng(i)))
+                z.writestr(f"Images/{city}/{city}_{i:07d}_2019_06_090_0.0_0.0_pano.JPG", fx.jpeg(np.random.default_rng(i)))
     tool = tmp_path / "bin" / "kaggle"
-    tool.parent.mkdir()
-    tool.write_text(f"#!/bin/sh\ncp {archive} \"$6/gsv-cities.zip\"\n")
+    tool.parent.mkdir(exist_ok=True)
+    log = f'echo "$@" >> {record}\n' if record else ""
+    tool.write_text(f"#!/bin/sh\n{log}cp {archive} \"$6/gsv-cities.zip\"\n")
     tool.chmod(0o755)
+    return tool
+
+
+def no_kaggle_credentials(tmp_path, monkeypatch):
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_gsv_cities_names_are_checked_before_downloading(tmp_path, monkeypatch):
+    no_kaggle_credentials(tmp_path, monkeypatch)
+    calls = tmp_path / "calls.txt"
+    tool = fake_kaggle(tmp_path, {"PRS": 3, "London": 2}, record=calls)
+    with pytest.raises(dl.DownloadError, match="GSV-Cities has no city 'Tokyo'.*PRS is Paris.*Nothing was downloaded"):
+        dl.fetch_gsv_cities(tmp_path / "gsv", ["Tokyo", "Pittsburgh"], kaggle=str(tool))
+    assert not calls.exists() and not (tmp_path / "gsv").exists()  # the tool never ran
+    assert dl.match_gsv_cities(["paris", "Oslo", "prague", "Toronto", "buenos aires", "LONDON"]) == [
+        "PRS", "OSL", "PRG", "TRT", "BuenosAires", "London"]
+    assert len(dl.GSV_CITIES) == 23 and set(dl.GSV_DEFAULT_CITIES) <= set(dl.GSV_CITIES)
+
+
+def test_gsv_cities_accepts_every_kaggle_credential_form(tmp_path, monkeypatch):
+    no_kaggle_credentials(tmp_path, monkeypatch)
+    assert dl.kaggle_credentials() is None
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "token")
+    assert dl.kaggle_credentials() == "KAGGLE_API_TOKEN"
+    monkeypatch.delenv("KAGGLE_API_TOKEN")
+    (tmp_path / "home" / ".kaggle").mkdir(parents=True)
+    (tmp_path / "home" / ".kaggle" / "access_token").write_text("token")
+    assert dl.kaggle_credentials().endswith(".kaggle/access_token")
+    (tmp_path / "home" / ".kaggle" / "access_token").unlink()
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "secret")
-    counts = dl.fetch_gsv_cities(tmp_path / "gsv", ["tokyo", "Pittsburgh"], per_city=4, kaggle=str(tool))
-    assert counts == {"Tokyo": 4, "Pittsburgh": 3}
-    assert sorted(p.name for p in (tmp_path / "gsv").iterdir() if not p.name.startswith(".")) == ["Pittsburgh", "Tokyo"]
+    assert dl.kaggle_credentials() == "KAGGLE_USERNAME and KAGGLE_KEY"
+
+
+def test_gsv_cities_lets_the_kaggle_tool_authenticate(tmp_path, monkeypatch, capsys):
+    no_kaggle_credentials(tmp_path, monkeypatch)  # e.g. a `kaggle auth login` this script cannot see
+    tool = fake_kaggle(tmp_path, {"PRS": 5, "London": 3, "Boston": 2})
+    counts = dl.fetch_gsv_cities(tmp_path / "gsv", ["Paris", "london"], per_city=4, kaggle=str(tool))
+    assert counts == {"PRS": 4, "London": 3}
+    assert sorted(p.name for p in (tmp_path / "gsv").iterdir() if not p.name.startswith(".")) == ["London", "PRS"]
+    assert "the Kaggle tool decides" in capsys.readouterr().out
+    # a tool that fails (not signed in): its own message goes to the terminal, ours says how to sign in
+    failing = tmp_path / "bin" / "kaggle-fails"
+    failing.write_text("#!/bin/sh\necho 'You must authenticate before you can call the Kaggle API.' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    with pytest.raises(dl.DownloadError, match="exit code 1.*kaggle auth login.*KAGGLE_API_TOKEN"):
+        dl.fetch_gsv_cities(tmp_path / "gsv2", ["Boston"], kaggle=str(failing))
+
+
+def test_gsv_cities_list_and_defaults_on_the_command_line(tmp_path, monkeypatch, capsys):
+    assert dl.main(["--source", "gsv-cities", "--list-cities"]) == 0
+    listing = capsys.readouterr().out
+    assert "PRS" in listing and "paris" in listing and "WashingtonDC" in listing
+    no_kaggle_credentials(tmp_path, monkeypatch)
+    monkeypatch.setenv("PATH", str(fake_kaggle(tmp_path, {"London": 2, "Boston": 2}).parent) + os.pathsep
+                       + os.environ["PATH"])
+    assert dl.main(["--source", "gsv-cities", "--out", str(tmp_path / "gsv")]) == 0  # default: London,Boston
+    assert "{'London': 2, 'Boston': 2}" in capsys.readouterr().out
 
 
 def test_shell_entry_point_runs_from_any_directory(tmp_path):
@@ -266,7 +339,10 @@ def test_command_line_lists_cities_and_fetches(osv, tmp_path, capsys, monkeypatc
     listing = capsys.readouterr().out.splitlines()
     assert "unique_city" in listing[0] and listing[1].split()[0] == "Tokyo_NaN_Tokyo_JP" and len(listing) == 4
     assert dl.main(["--cities", "Paris,Tokyo", "--per-city", "2", "--endpoint", osv.url, "--out", str(out)]) == 0
-    assert "new images {'Paris': 2, 'Tokyo': 2}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "new images {'Paris': 2, 'Tokyo': 2}" in printed
+    assert "verified test.csv: already there (verified when it was fetched)" in printed  # by --list-cities
+    assert "verified images/test/00.zip: members read with ranges; each image checked against its zip CRC-32" in printed
     assert dl.main(["--cities", "Atlantis", "--endpoint", osv.url, "--out", str(out)]) == 1
     assert "No city called 'Atlantis'" in capsys.readouterr().err
 
