@@ -6,6 +6,17 @@ both worlds: it reads ``<root>/<split>/<city>/<image>`` (split folders
 makes a stratified split with a fixed seed), checks every file, and returns a
 :class:`CityData` with a table of usable images and a report of every file it
 skipped or converted. It never modifies or deletes a file.
+
+Real photos are opened by one rule, the same for training, Grad-CAM and every
+figure (:func:`open_rgb`): the EXIF orientation is applied (a phone photo
+stored sideways is turned upright), any mode (greyscale, palette, CMYK,
+16-bit, with transparency) becomes 8-bit RGB, and a non-square image is
+**centre-cropped to a square** (the middle of the longer side is kept, nothing
+is stretched) before it is resized to the profile's size. An image more than
+:data:`MAX_ASPECT` (4) times wider than high, or higher than wide (a stitched
+panorama), is skipped with that reason in the report: its centre square would
+show less than a quarter of it. The built-in cities are square PNGs without
+EXIF data, which the rule leaves unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .artifacts import Artifact, artifact
 from .settings import Settings
@@ -31,6 +42,10 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 SPLITS = ("train", "val", "test")
 #: Bump when the generator changes what it draws: cached datasets are then remade.
 GENERATOR_VERSION = 1
+#: Longest side over shortest side beyond which an image counts as a panorama and is skipped
+#: (its centre square, the rule for non-square images, would show under a quarter of it).
+MAX_ASPECT = 4.0
+_EXIF_ORIENTATION = 0x0112
 
 
 class BadImage(Exception):
@@ -60,13 +75,26 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
     return img.convert("RGB"), f"{names.get(mode, mode)} converted to RGB"
 
 
+def centre_square(img: Image.Image) -> Image.Image:
+    """The centred square of side ``min(width, height)`` (the rule for non-square images)."""
+    w, h = img.size
+    if w == h:
+        return img
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
 def open_rgb(path: str | os.PathLike, *, min_side: int = 1, max_pixels: int = 80_000_000,
-             with_note: bool = False):
+             with_note: bool = False, square: bool = True):
     """Open an image file as 8-bit RGB, or raise :class:`BadImage` saying why not.
 
-    Grayscale, palette, RGBA, CMYK and 16-bit images are converted; zero-byte,
-    truncated, non-image, too small (``min_side``) and too large
-    (``max_pixels``) files are refused. The file itself is never changed.
+    The EXIF orientation is applied; greyscale, palette, RGBA, CMYK and 16-bit
+    images are converted; with ``square`` (the default, used for training and
+    figures alike) a non-square image is centre-cropped to a square. Zero-byte,
+    truncated, non-image, too small (``min_side``), too large (``max_pixels``)
+    and panorama (longer side over :data:`MAX_ASPECT` times the shorter) files
+    are refused. The file itself is never changed.
     """
     path = Path(path)
     try:
@@ -91,8 +119,24 @@ def open_rgb(path: str | os.PathLike, *, min_side: int = 1, max_pixels: int = 80
         raise BadImage(f"not an image ({type(err).__name__})") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise BadImage(f"truncated or corrupt ({err})") from None
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadImage(f"panorama ({width}x{height} pixels, more than {MAX_ASPECT:g}:1): its centre square "
+                       "would show under a quarter of it")
+    notes = []
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError):  # unreadable EXIF: the pixels as stored
+        orientation = 1
+    if orientation in range(2, 9):
+        img = ImageOps.exif_transpose(img)
+        notes.append(f"EXIF orientation {orientation} applied")
     rgb, note = _to_rgb(img)
-    return (rgb, note) if with_note else rgb
+    notes += [note] if note else []
+    if square and rgb.size[0] != rgb.size[1]:
+        w, h = rgb.size
+        rgb = centre_square(rgb)
+        notes.append(f"{w}x{h} centre-cropped to {rgb.size[0]}x{rgb.size[1]}")
+    return (rgb, "; ".join(notes)) if with_note else rgb
 
 
 # --------------------------------------------------------------------------

@@ -96,18 +96,49 @@ def build_simpler(n_classes: int, image_size: int, width: str = "paper", pretrai
     return ConvNet([(10, 9), (32, 9), (48, 9)], (512, 100), n_classes, image_size)  # half the channels
 
 
-def _load_torchvision_weights(model: nn.Module, weights_enum) -> None:
-    """Load ImageNet weights from the local torch cache only; never download here."""
+def _imagenet_weights_file(arch: str):
+    """Where torchvision keeps ``arch``'s ImageNet weights in the local torch cache."""
     from pathlib import Path
 
-    url = weights_enum.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not cached.exists():
-        raise FileNotFoundError(
-            f"ImageNet weights {cached.name} are not in the local torch cache ({cached.parent}). "
-            "Fetch them once with `./data_download.sh --weights` (needs internet), or train from "
-            "scratch (pretrained=False).")
-    state = torch.load(cached, map_location="cpu", weights_only=True)
+    enum = {"resnet18": tv_resnet.ResNet18_Weights, "vgg11": tv_vgg.VGG11_Weights}[arch].IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+
+
+def missing_imagenet_weights_message(archs) -> str | None:
+    """None when every architecture in ``archs`` (those that start from ImageNet
+    weights, e.g. ``train.pretrained`` on real images) finds its weights in the
+    local torch cache; else what is missing and the two ways out. Notebook 02
+    prints it before training, so an offline run stops with it rather than
+    failing after the images are loaded."""
+    missing = [(a, _imagenet_weights_file(a)) for a in archs if a in ("resnet18", "vgg11")
+               and not _imagenet_weights_file(a).exists()]
+    if not missing:
+        return None
+    what = ", ".join(f"{a} ({path.name})" for a, path in missing)
+    return (f"ImageNet weights for {what} are not in the local torch cache ({missing[0][1].parent}; TORCH_HOME "
+            "moves it). On real images these architectures start from them, as in the paper. Two ways out:\n"
+            "  1. fetch them once (needs internet): ./data_download.sh --weights   then rerun;\n"
+            "  2. train every architecture from scratch, offline: set train.pretrained to an empty list, e.g. "
+            "CITYVIZ_OVERRIDES='{\"train\": {\"pretrained\": []}}' make tutorial, or "
+            "cv.get_settings(PROFILE, DATA, overrides={\"train\": {\"pretrained\": []}}) in the notebooks "
+            "(ResNet-18 then trains at the profile's width, like the other three).")
+
+
+class MissingWeightsError(FileNotFoundError):
+    """ImageNet weights that a setting asks for are not on this machine; the message says what to do."""
+
+
+def check_imagenet_weights(archs) -> None:
+    """Raise :class:`MissingWeightsError` with :func:`missing_imagenet_weights_message` when weights are missing."""
+    message = missing_imagenet_weights_message(archs)
+    if message:
+        raise MissingWeightsError(message)
+
+
+def _load_torchvision_weights(model: nn.Module, arch: str) -> None:
+    """Load ImageNet weights from the local torch cache only; never download here."""
+    check_imagenet_weights([arch])
+    state = torch.load(_imagenet_weights_file(arch), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
 
 
@@ -115,7 +146,7 @@ def build_vgg11(n_classes: int, image_size: int, width: str = "paper", pretraine
     if width == "paper":
         model = tv_vgg.vgg11(weights=None)
         if pretrained:
-            _load_torchvision_weights(model, tv_vgg.VGG11_Weights.IMAGENET1K_V1)
+            _load_torchvision_weights(model, "vgg11")
         model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
         return model
     # narrow: VGG-11's 8 convolutions with a quarter of the channels, a 256-wide head
@@ -132,7 +163,7 @@ def build_resnet18(n_classes: int, image_size: int, width: str = "paper", pretra
     if pretrained:
         if width != "paper":
             raise ValueError("ImageNet weights exist only for the paper-width ResNet-18 (width='paper').")
-        _load_torchvision_weights(model, tv_resnet.ResNet18_Weights.IMAGENET1K_V1)
+        _load_torchvision_weights(model, "resnet18")
     if width != "paper":
         # narrow: the same 4 stages of 2 basic blocks, a quarter of the channels
         w = (16, 32, 64, 128)

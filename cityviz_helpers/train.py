@@ -159,7 +159,7 @@ def model_key(settings: Settings, data: CityData, arch: str, seed: int) -> str:
     width, pretrained = arch_setup(settings, arch)
     train["lr"] = _arch_lr(settings, arch)
     train["max_shift"] = per_arch(settings, "max_shift", arch)
-    train["epochs"] = per_arch(settings, "epochs", arch)
+    train["epochs"] = arch_epochs(settings, data, arch)
     train["pretrained"] = arch in settings["train"]["pretrained"]
     if pretrained:  # real data: ImageNet weights at the paper's width, fine-tuned at their own rate
         train.update(width=width, imagenet=True)
@@ -194,6 +194,39 @@ def per_arch(settings: Settings, name: str, arch: str):
             raise KeyError(f"train.{name} has no value for {arch!r}; give one (it has {', '.join(value)}).")
         return value[arch]
     return value
+
+
+#: The quick profile on a real folder trains at most this many times its own epochs (see :func:`arch_epochs`).
+MAX_EPOCH_SCALE = 10
+
+
+def scaled_epochs(epochs: int, n_train: int, n_builtin: int, batch_size: int) -> int:
+    """Epochs over ``n_train`` images that make about as many batches as
+    ``epochs`` over ``n_builtin`` images: at least ``epochs``, at most
+    :data:`MAX_EPOCH_SCALE` times it."""
+    per_epoch = max(1, -(-n_train // batch_size))
+    target = epochs * -(-n_builtin // batch_size)
+    return int(min(max(epochs, round(target / per_epoch)), epochs * MAX_EPOCH_SCALE))
+
+
+def arch_epochs(settings: Settings, data: CityData, arch: str) -> int:
+    """The epochs ``arch`` trains for. The quick profile's epochs are sized for the
+    built-in cities (1,920 training images per city, 4 cities); a real folder has
+    far fewer (at most ``dataset.max_per_city`` per city), so on a real folder the
+    quick profile scales them to give about the same number of batches
+    (:func:`scaled_epochs`, at most :data:`MAX_EPOCH_SCALE` times as many). The
+    built-in cities, the full profile and epochs set explicitly (``train.epochs``
+    differing from the profile's) are used as they are."""
+    from .settings import PROFILES
+    from .synthetic import DEFAULT_CITIES
+
+    epochs = per_arch(settings, "epochs", arch)
+    if (settings.profile != "quick" or settings.data == "synthetic" or data.has_ground_truth
+            or settings["train"]["epochs"] != PROFILES["quick"]["train"]["epochs"]):
+        return epochs
+    n_builtin = settings["dataset"]["n_per_city"]["train"] * len(DEFAULT_CITIES)
+    n_train = int((data.items.split == "train").sum())
+    return scaled_epochs(epochs, n_train, n_builtin, settings["train"]["batch_size"])
 
 
 def make_scheduler(optimizer, cfg, lr: float, batches: int, epochs: int):
@@ -370,7 +403,7 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     amp = amp_dtype == torch.float16  # float16 needs loss scaling; bfloat16 does not
     width, pretrained = arch_setup(settings, arch)
     lr, max_shift = _arch_lr(settings, arch), per_arch(settings, "max_shift", arch)
-    epochs = per_arch(settings, "epochs", arch)
+    epochs = arch_epochs(settings, data, arch)
     n = len(train.images)
     batches = (n + cfg["batch_size"] - 1) // cfg["batch_size"]
 
@@ -474,5 +507,14 @@ def train_all(settings: Settings, data: CityData, archs: Sequence[str] | None = 
         val = split_tensors(data, "val", size)
         if verbose:
             print(f"{len(pending)} of {len(todo)} models to train; the others are loaded from the cache.")
+            scaled = {a: arch_epochs(settings, data, a) for a in archs}
+            if any(scaled[a] != per_arch(settings, "epochs", a) for a in archs):
+                from .synthetic import DEFAULT_CITIES
+
+                builtin = settings["dataset"]["n_per_city"]["train"] * len(DEFAULT_CITIES)
+                print(f"This folder has {len(train.images)} training images, the built-in cities {builtin:,}: "
+                      "the quick profile's epochs are scaled "
+                      "to about the same number of batches: " + ", ".join(f"{a} {e}" for a, e in scaled.items())
+                      + " (set train.epochs to choose them yourself).")
     return {f"{a}-s{s}": train_model(settings, data, a, s, train, val, device=device, verbose=verbose)
             for a, s in todo}
