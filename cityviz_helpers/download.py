@@ -875,7 +875,8 @@ def fetch_torchvision_weights(archs: Iterable[str] = ("resnet18",), base_url: st
         dest = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
         prefix = re.search(r"-([a-f0-9]{8,})\.", dest.name)
         paths.append(fetch_file(url, dest, sha256_prefix=prefix.group(1) if prefix else None))
-        print(f"{arch}: ImageNet weights in {dest}")
+        check = "checked against the sha256 prefix in their name" if prefix else "no hash in their name: not checked"
+        print(f"{arch}: ImageNet weights in {dest} ({check})")
     return paths
 
 
