@@ -110,6 +110,60 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
     return maps
 
 
+def cam_grids(model: nn.Module, arch: str, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
+              methods: Sequence[str], batch_size: int = 50, cam_layer: str = "last") -> tuple[dict, dict]:
+    """Raw CAM grids of several gradient-based methods from one forward and backward pass.
+
+    Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM and XGrad-CAM all read the same two
+    things, the layer's activations and the gradients of the target score, and
+    differ only in how they weigh them; so each batch is run through the network
+    once (by the first method's CAM object) and every method's own
+    ``get_cam_image`` turns the same activations and gradients into its map.
+    Returns ``(grids, seconds)``: per method, (N, h, w) non-negative grids as
+    :func:`cam_maps` gives them, and the seconds it took (the shared pass plus
+    its own step). ``rescaled_maps(grids[m], size)`` equals ``cam_maps(..., m)``.
+    """
+    import time
+    from contextlib import ExitStack
+
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from .train import normalise
+
+    unsupported = [m for m in methods if m not in STUDY_METHODS]
+    if unsupported:
+        raise ValueError(f"cam_grids serves the methods that weigh activations by gradients ({', '.join(STUDY_METHODS)}); "
+                         f"compute {', '.join(unsupported)} with cam_maps (EigenCAM and ScoreCAM, for example).")
+    targets = [int(t) for t in (targets.tolist() if torch.is_tensor(targets) else targets)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    module = target_layer(model, arch, cam_layer)
+    out = {m: [] for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    with ExitStack() as stack:
+        runner = stack.enter_context(_method_class(methods[0])(model=model, target_layers=[module]))
+        others = {m: stack.enter_context(_method_class(m)(model=model, target_layers=[module])) for m in methods[1:]}
+        for i in range(0, len(images), batch_size):
+            start = time.perf_counter()
+            x = normalise(images[i:i + batch_size], device)
+            chosen = [ClassifierOutputTarget(t) for t in targets[i:i + batch_size]]
+            runner(input_tensor=x, targets=chosen)  # the one forward and backward pass
+            acts = runner.activations_and_grads.activations[0].numpy()
+            grads = runner.activations_and_grads.gradients[0].numpy()
+            shared = time.perf_counter() - start
+            for m in methods:
+                start = time.perf_counter()
+                cam = runner if m == methods[0] else others[m]
+                out[m].append(np.maximum(cam.get_cam_image(x, module, chosen, acts, grads, False), 0).astype(np.float32))
+                seconds[m] += shared + time.perf_counter() - start
+            for cam in others.values():  # their hooks recorded the same pass: drop it
+                cam.activations_and_grads.activations.clear()
+                cam.activations_and_grads.gradients.clear()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {m: np.concatenate(g) for m, g in out.items()}, seconds
+
+
 def raw_maps(grids: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Raw CAMs at image size: each grid upsampled bilinearly (as the package
     does) but *not* min-max rescaled, so the map keeps its own proportions.
@@ -153,9 +207,14 @@ def weighted_image(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return (np.asarray(image, np.float32) * np.asarray(cam, np.float32)[..., None] + 0.5).astype(np.uint8)
 
 
-def visual_explanation(image: np.ndarray, cam: np.ndarray, threshold: float) -> np.ndarray:
-    """The paper's visual explanation: pixels at or below ``threshold`` blacked out."""
-    return np.where(binary_masks(cam, threshold)[..., None], image, 0).astype(np.uint8)
+#: The grey that replaces masked-out pixels (the paper used black, which looks like asphalt or shadow).
+MASKED_GREY = 128
+
+
+def visual_explanation(image: np.ndarray, cam: np.ndarray, threshold: float, fill: int = MASKED_GREY) -> np.ndarray:
+    """The paper's visual explanation: pixels at or below ``threshold`` replaced by a
+    neutral grey (``fill``; the paper blacked them out, ``fill=0``)."""
+    return np.where(binary_masks(cam, threshold)[..., None], image, fill).astype(np.uint8)
 
 
 def mask_area(maps: np.ndarray, threshold: float) -> np.ndarray:
@@ -470,8 +529,6 @@ def cam_study(settings, data, trained: dict, images, regions: np.ndarray, prior:
     layers), so a rerun costs nothing; the seconds are those of the run that
     computed it.
     """
-    import time
-
     import pandas as pd
 
     from .artifacts import artifact
@@ -484,20 +541,21 @@ def cam_study(settings, data, trained: dict, images, regions: np.ndarray, prior:
 
     def build(folder: Path) -> dict:
         rows = []
-        combos = [(name, layer, method) for name in trained for layer in layers for method in methods]
-        for name, layer, method in progress(combos, desc="CAM study", leave=False):
+        combos = [(name, layer) for name in trained for layer in layers]
+        for name, layer in progress(combos, desc="CAM study", leave=False):
             m = trained[name]
-            start = time.perf_counter()
-            maps, grids = cam_maps(m.model, m.meta["arch"], images.images, targets, method, cfg["batch_size"],
-                                   show_progress=False, cam_layer=layer, with_grids=True)
-            seconds = time.perf_counter() - start
-            s = ground_truth_scores(maps, regions, raw_maps(grids, size), prior, n_boot=cfg["n_boot"])["summary"]
-            ci = s["gain_vs_cue_prior"]
-            rows.append({"model": name, "arch": m.meta["arch"], "layer": layer, "method": method,
-                         "grid": f"{grids.shape[1]} x {grids.shape[2]}",
-                         "relevance_mass_raw": s["relevance_mass_raw"], "pointing_game": s["pointing_game"],
-                         "gain_vs_cue_prior": ci["gain"], "gain_low": ci["low"], "gain_high": ci["high"],
-                         "n_flat_maps": s["n_flat_maps"], "seconds_per_100": 100 * seconds / len(grids)})
+            grids, seconds = cam_grids(m.model, m.meta["arch"], images.images, targets, methods, cfg["batch_size"],
+                                       cam_layer=layer)
+            for method in methods:
+                g = grids[method]
+                s = ground_truth_scores(rescaled_maps(g, size), regions, raw_maps(g, size), prior,
+                                        n_boot=cfg["n_boot"])["summary"]
+                ci = s["gain_vs_cue_prior"]
+                rows.append({"model": name, "arch": m.meta["arch"], "layer": layer, "method": method,
+                             "grid": f"{g.shape[1]} x {g.shape[2]}",
+                             "relevance_mass_raw": s["relevance_mass_raw"], "pointing_game": s["pointing_game"],
+                             "gain_vs_cue_prior": ci["gain"], "gain_low": ci["low"], "gain_high": ci["high"],
+                             "n_flat_maps": s["n_flat_maps"], "seconds_per_100": 100 * seconds[method] / len(g)})
         pd.DataFrame(rows).to_csv(folder / "study.csv", index=False)
         return {"n_rows": len(rows)}
 

@@ -76,3 +76,12 @@ def heatmap_rgb(cam: np.ndarray, cmap: str = "jet") -> np.ndarray:
 def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """A Grad-CAM map blended over its image (both at the same size)."""
     return overlay(np.asarray(image), heatmap_rgb(cam), alpha)
+
+
+def cam_colorbar(fig: plt.Figure, axes, cmap: str = "jet", label: str = "map value (0: low, 1: high)"):
+    """A colour bar for maps drawn with :func:`cam_overlay` / :func:`heatmap_rgb`, beside ``axes``."""
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.6, pad=0.02)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    return bar

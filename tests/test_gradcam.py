@@ -21,11 +21,12 @@ def test_binary_mask_keeps_only_pixels_above_the_threshold():
         gc_.binary_masks(cam, 1.0)
 
 
-def test_visual_explanation_blacks_out_pixels_at_or_below_the_threshold():
+def test_visual_explanation_greys_out_pixels_at_or_below_the_threshold():
     image = np.full((2, 2, 3), 200, np.uint8)
     cam = np.array([[0.5, 0.51], [0.0, 1.0]])
     out = gc_.visual_explanation(image, cam, 0.5)
-    assert out[..., 0].tolist() == [[0, 200], [0, 200]]
+    assert out[..., 0].tolist() == [[128, 200], [128, 200]]
+    assert gc_.visual_explanation(image, cam, 0.5, fill=0)[..., 0].tolist() == [[0, 200], [0, 200]]  # the paper's
     assert gc_.weighted_image(image, cam)[..., 1].tolist() == [[100, 102], [0, 200]]
 
 
@@ -98,6 +99,24 @@ def test_stored_grids_give_back_the_packages_maps_exactly():
         assert grids.shape[1] == (10 if layer == "last" else 36)
         assert (grids >= 0).all()
         assert np.array_equal(gc_.rescaled_maps(grids, 96), maps)  # bit for bit: every mask is the same
+
+
+@pytest.mark.parametrize("layer", ["last", "previous"])
+def test_one_pass_for_several_methods_gives_each_methods_own_maps(layer):
+    torch.manual_seed(1)
+    model = build_model("resnet18", 4, 96, "narrow").eval()
+    images = torch.randint(0, 255, (5, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    targets = [0, 1, 2, 3, 1]
+    grids, seconds = gc_.cam_grids(model, "resnet18", images, targets, gc_.STUDY_METHODS, batch_size=2,
+                                   cam_layer=layer)
+    for method in gc_.STUDY_METHODS:
+        own = gc_.cam_maps(model, "resnet18", images, targets, method, batch_size=2, show_progress=False,
+                           cam_layer=layer)
+        assert np.array_equal(gc_.rescaled_maps(grids[method], 96), own), method
+        assert seconds[method] > 0
+    assert gc_.n_hooks(model) == 0
+    with pytest.raises(ValueError, match="scorecam"):
+        gc_.cam_grids(model, "resnet18", images, targets, ["gradcam", "scorecam"])
 
 
 def test_cue_prior_is_the_mean_cue_mask_and_a_baseline():
