@@ -144,9 +144,14 @@ def _request(url: str, *, headers: dict | None = None, timeout: float = 30.0):
 
 
 def check_network(url: str, timeout: float = 5.0) -> None:
-    """Fail within ``timeout`` seconds with a clear message when ``url``'s host is unreachable."""
+    """Fail within ``timeout`` seconds with a clear message when ``url``'s host is unreachable.
+    Behind a proxy (``HTTPS_PROXY`` ...) the host may be reachable only through it, so
+    nothing is checked here and the transfers say what fails."""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()
+    if proxies.get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as err:

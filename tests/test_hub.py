@@ -127,3 +127,18 @@ def test_segformer_b5_is_fetched_from_its_own_repository(tmp_path, capsys):
     segmenter = load_ade20k_segmenter(folder, input_size=256)
     assert segmenter.input_size == 256 and "below the 640 px it was trained at" in capsys.readouterr().out
     assert load_ade20k_segmenter(folder, input_size=None).input_size == 640
+
+
+def test_behind_a_proxy_the_quick_network_check_steps_aside(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening: a direct connection fails
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(dl.DownloadError, match="No network"):
+        dl.check_network(f"http://10.255.255.1:{port}", timeout=0.5)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")  # huggingface_hub and urllib go through it
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    dl.check_network(f"http://10.255.255.1:{port}", timeout=0.5)  # no direct connection is tried
