@@ -92,6 +92,9 @@ def test_ambiguous_and_unknown_city_names(osv, tmp_path):
     assert table.unique_city.iloc[0] == "Tokyo_NaN_Tokyo_JP" and table.images.iloc[0] == 9
 
 
+DL_FETCH_FILE = dl.fetch_file  # the real one, for a test that wraps it
+
+
 def hub_csv(osv, dest, **kwargs):
     return dl.fetch_hub_file(dl.OSV5M_REPO, "test.csv", dest, repo_type="dataset", endpoint=osv.url,
                              show_progress=False, **kwargs)
@@ -117,9 +120,6 @@ def test_interrupted_run_resumes_on_rerun(osv, tmp_path, monkeypatch):
     assert (tmp_path / "test.csv").read_bytes() == osv.files["test.csv"]
     assert not (tmp_path / "test.csv.part").exists()
     assert osv.requests("cdn", "test.csv")[-1] == (f"{fx.REPO}/resolve-cache/test.csv", "bytes=100-")
-
-
-DL_FETCH_FILE = dl.fetch_file
 
 
 def test_shard_member_transfer_dropped_midway_is_retried(osv, tmp_path):

@@ -4,10 +4,10 @@ and the quick profile's epochs on a real folder."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -170,7 +170,7 @@ def test_epoch_rule_for_a_600_per_city_tree():
 def test_epoch_rule_leaves_the_built_in_cities_and_explicit_epochs_alone(tmp_path):
     synthetic = get_settings("quick")
     fake = cvdata.CityData(root=tmp_path, source="synthetic", cities=["a", "b"],
-                           items=__import__("pandas").DataFrame({"path": [], "city": [], "split": []}),
+                           items=pd.DataFrame({"path": [], "city": [], "split": []}),
                            report=None)
     for arch in synthetic["train"]["archs"]:
         assert train.arch_epochs(synthetic, fake, arch) == train.per_arch(synthetic, "epochs", arch)
