@@ -55,7 +55,7 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
     ``images`` are uint8 (N, 3, H, W) tensors (normalised here as in training);
     ``targets`` holds the class index to explain for each image (the true city
     in the paper). ``layer`` is an architecture name (its layer named
-    ``cam_layer``, ``"last"`` or ``"previous"``, is used; see
+    ``cam_layer``, ``"last"``, ``"previous"`` or ``"earlier"``, is used; see
     :func:`cityviz_helpers.models.target_layer`) or the layer itself.
     The CAM object is a context manager, so its hooks are removed even when
     something fails; the model's weights and outputs are left unchanged.

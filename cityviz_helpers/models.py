@@ -34,6 +34,8 @@ class Architecture:
     description: str
     #: the last block of the stage before: a grid twice as fine (one down-sampling less)
     previous_layer: Callable[[nn.Module], nn.Module] | None = None
+    #: one stage earlier still: four times as fine as the paper's layer
+    earlier_layer: Callable[[nn.Module], nn.Module] | None = None
 
 
 def _flat_size(features: nn.Module, image_size: int) -> int:
@@ -184,21 +186,21 @@ def build_resnet18(n_classes: int, image_size: int, width: str = "paper", pretra
 ARCHITECTURES: dict[str, Architecture] = {
     "vgg11": Architecture("vgg11", build_vgg11, lambda m: m.features[-2],
                           "VGG-11: 8 conv layers (3x3) in 5 stages, 3 fully connected layers",
-                          lambda m: _before_last_pool(m.features, 2)),
+                          lambda m: _before_last_pool(m.features, 2), lambda m: _before_last_pool(m.features, 3)),
     "resnet18": Architecture("resnet18", build_resnet18, lambda m: m.layer4,
                              "ResNet-18: 4 stages of 2 residual blocks with batch norm, global pooling, 1 fc",
-                             lambda m: m.layer3),
+                             lambda m: m.layer3, lambda m: m.layer2),
     "simple": Architecture("simple", build_simple, lambda m: m.features[-2],
                            "the paper's 'simple' net: 4 conv layers (5, 7, 5, 7), 3 fully connected layers",
-                           lambda m: _before_last_pool(m.features, 2)),
+                           lambda m: _before_last_pool(m.features, 2), lambda m: _before_last_pool(m.features, 3)),
     "simpler": Architecture("simpler", build_simpler, lambda m: m.features[-2],
                             "the paper's 'simpler' net: 3 conv layers (9x9), 3 fully connected layers",
-                            lambda m: _before_last_pool(m.features, 2)),
+                            lambda m: _before_last_pool(m.features, 2), lambda m: _before_last_pool(m.features, 3)),
 }
 
 #: Names of the layers a CAM can explain: the paper's last convolutional block, or the block
 #: before the last down-sampling step in front of it (a grid twice as fine, less abstract).
-CAM_LAYERS = ("last", "previous")
+CAM_LAYERS = ("last", "previous", "earlier")
 
 
 def _before_last_pool(features: nn.Sequential, k: int) -> nn.Module:
@@ -239,6 +241,8 @@ def target_layer(model: nn.Module, arch: str, layer: str = "last") -> nn.Module:
         return spec.target_layer(model)
     if layer == "previous" and spec.previous_layer is not None:
         return spec.previous_layer(model)
+    if layer == "earlier" and spec.earlier_layer is not None:
+        return spec.earlier_layer(model)
     raise ValueError(f"Unknown CAM layer {layer!r} for {arch}; choose one of {', '.join(CAM_LAYERS)}.")
 
 

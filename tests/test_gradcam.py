@@ -93,15 +93,15 @@ def test_stored_grids_give_back_the_packages_maps_exactly():
     torch.manual_seed(0)
     model = build_model("simpler", 4, 96, "narrow").eval()
     images = torch.randint(0, 255, (6, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    for layer in ("last", "previous"):
+    for layer in ("last", "previous", "earlier"):
         maps, grids = gc_.cam_maps(model, "simpler", images, [0, 1, 2, 3, 0, 1], show_progress=False,
                                    cam_layer=layer, with_grids=True)
-        assert grids.shape[1] == (10 if layer == "last" else 36)
+        assert grids.shape[1] == {"last": 10, "previous": 36, "earlier": 88}[layer]
         assert (grids >= 0).all()
         assert np.array_equal(gc_.rescaled_maps(grids, 96), maps)  # bit for bit: every mask is the same
 
 
-@pytest.mark.parametrize("layer", ["last", "previous"])
+@pytest.mark.parametrize("layer", ["last", "previous", "earlier"])
 def test_one_pass_for_several_methods_gives_each_methods_own_maps(layer):
     torch.manual_seed(1)
     model = build_model("resnet18", 4, 96, "narrow").eval()

@@ -5,7 +5,7 @@ import torch
 
 import cityviz_helpers as cv
 from cityviz_helpers import data as cvdata
-from cityviz_helpers.models import ARCHITECTURES, build_model, count_params, receptive_field, target_layer
+from cityviz_helpers.models import ARCHITECTURES, CAM_LAYERS, build_model, count_params, receptive_field, target_layer
 from cityviz_helpers.train import (CheckpointError, accuracy, load_checkpoint, model_dir, split_tensors,
                                    train_model)
 
@@ -30,6 +30,18 @@ def test_every_architecture_builds_for_any_size_and_has_a_target_layer(arch, siz
     layer = target_layer(model, arch)
     assert any(layer is m for m in model.modules())
     assert receptive_field(model, arch) > 1 and count_params(model) > 0
+    # the finer CAM layers: each one down-sampling step before the last, so each grid at least twice as fine
+    sides = []
+    for name in CAM_LAYERS:
+        out = []
+        hook = target_layer(model, arch, name).register_forward_hook(lambda m, i, o: out.append(o.shape[-1]))
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+        hook.remove()
+        sides.append(out[0])
+    assert sides[1] >= 2 * sides[0] and sides[2] >= 2 * sides[1], sides
+    with pytest.raises(ValueError, match="Unknown CAM layer"):
+        target_layer(model, arch, "first")
 
 
 def test_too_small_input_is_a_clear_error():
