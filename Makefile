@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_synthetic.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_training.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_gradcam.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_cam_study.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_clustering.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_segmentation.py
 
