@@ -25,6 +25,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -284,35 +285,61 @@ def _stratified_split(cities: np.ndarray, seed: int, val_fraction: float, test_f
 # --------------------------------------------------------------------------
 
 
+def _drawing_workers(workers: int | None, n_jobs: int) -> int:
+    """Processes for drawing: all cores where ``fork`` exists (Linux; a notebook's own
+    cue styles reach the workers), one elsewhere or for a handful of images."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if workers is None:  # a few images are drawn faster than processes start
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(cores, 8) if n_jobs >= 200 else 1
+    return max(1, workers)
+
+
+def _draw_one(root: Path, cities: tuple, seed: int, image_size: int, job: tuple) -> dict:
+    """Draw and write image ``job = (split, city, index)``; its manifest row."""
+    split, c, i = job
+    city = cities[c].name
+    out = render_image(cities, c, image_rng(seed, c, SPLITS.index(split), i), image_size)
+    name = f"{city.lower()}_{split}_{i:05d}.png"
+    rel = {kind: Path(kind if kind != "images" else "", split, city, name) for kind in ("images", "labels", "cues")}
+    for kind, array in (("images", out.image), ("labels", out.label), ("cues", out.cue_map)):
+        path = root / rel[kind]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path, optimize=False, compress_level=1)
+    return dict(id=name[:-4], split=split, city=city, image=str(rel["images"]), label=str(rel["labels"]),
+                cues=str(rel["cues"]), cues_present=";".join(out.cues_present),
+                n_cue_instances=sum(out.n_instances.values()), seed=seed)
+
+
 def generate_synthetic(root: str | os.PathLike, cities: Sequence[City] = DEFAULT_CITIES, *,
                        n_per_city: dict[str, int], image_size: int, seed: int = 0,
-                       show_progress: bool = True) -> pd.DataFrame:
+                       show_progress: bool = True, workers: int | None = None) -> pd.DataFrame:
     """Write the synthetic cities as an ImageFolder tree with ground truth.
 
     ``<root>/<split>/<city>/<id>.png`` are the images, ``<root>/labels/...`` the
     ADE20K label maps and ``<root>/cues/...`` the cue maps (same relative
     paths); ``manifest.csv`` lists every image and ``dataset.json`` the cities
     and their cues. Image ``i`` of a city and split depends only on
-    ``(seed, city, split, i)``: the same seed gives byte-identical files.
+    ``(seed, city, split, i)``: the same seed gives byte-identical files, drawn
+    by ``workers`` processes (default: every core; 1 draws in this process).
     """
     check_cities(cities)
     root = Path(root)
-    rows = []
     jobs = [(s, c, i) for s in SPLITS for c in range(len(cities)) for i in range(n_per_city[s])]
-    for split, c, i in progress(jobs, desc="drawing synthetic cities", disable=not show_progress or None):
-        city = cities[c].name
-        out = render_image(cities, c, image_rng(seed, c, SPLITS.index(split), i), image_size)
-        name = f"{city.lower()}_{split}_{i:05d}.png"
-        rel = {kind: Path(kind if kind != "images" else "", split, city, name)
-               for kind in ("images", "labels", "cues")}
-        for kind, array in (("images", out.image), ("labels", out.label), ("cues", out.cue_map)):
-            path = root / rel[kind]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(path, optimize=False, compress_level=1)
-        rows.append(dict(id=name[:-4], split=split, city=city, image=str(rel["images"]),
-                         label=str(rel["labels"]), cues=str(rel["cues"]),
-                         cues_present=";".join(out.cues_present),
-                         n_cue_instances=sum(out.n_instances.values()), seed=seed))
+    draw = partial(_draw_one, root, tuple(cities), seed, image_size)
+    workers = _drawing_workers(workers, len(jobs))
+    bar = dict(desc="drawing synthetic cities", total=len(jobs), disable=not show_progress or None)
+    if workers > 1:  # each image depends only on (seed, city, split, index): any order gives the same files
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            rows = list(progress(pool.map(draw, jobs, chunksize=64), **bar))
+    else:
+        rows = [draw(job) for job in progress(jobs, **bar)]
     manifest = pd.DataFrame(rows)
     manifest.to_csv(root / "manifest.csv", index=False)
     (root / "dataset.json").write_text(json.dumps(

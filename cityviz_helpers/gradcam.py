@@ -548,27 +548,33 @@ def cam_study(settings, data, trained: dict, images, regions: np.ndarray, prior:
                                        cam_layer=layer)
             for method in methods:
                 g = grids[method]
-                s = ground_truth_scores(rescaled_maps(g, size), regions, raw_maps(g, size), prior,
-                                        n_boot=cfg["n_boot"])["summary"]
+                maps = rescaled_maps(g, size)
+                s = ground_truth_scores(maps, regions, raw_maps(g, size), prior, n_boot=cfg["n_boot"])["summary"]
                 ci = s["gain_vs_cue_prior"]
                 rows.append({"model": name, "arch": m.meta["arch"], "layer": layer, "method": method,
                              "grid": f"{g.shape[1]} x {g.shape[2]}",
                              "relevance_mass_raw": s["relevance_mass_raw"], "pointing_game": s["pointing_game"],
                              "gain_vs_cue_prior": ci["gain"], "gain_low": ci["low"], "gain_high": ci["high"],
-                             "n_flat_maps": s["n_flat_maps"], "seconds_per_100": 100 * seconds[method] / len(g)})
+                             "n_flat_maps": s["n_flat_maps"], "seconds_per_100": 100 * seconds[method] / len(g),
+                             "mask_area": float(mask_area(maps, cfg["thresholds"][0]).mean())})
         pd.DataFrame(rows).to_csv(folder / "study.csv", index=False)
         return {"n_rows": len(rows)}
 
-    art = artifact(settings, "cam-study", (), build, verbose=False,
+    art = artifact(settings, "cam-study", (), build, verbose=False, version=2,
                    extra={"models": {n: m.meta["key"] for n, m in trained.items()}, "data": data.fingerprint,
                           "split": split, "methods": list(methods), "layers": list(layers),
                           "target": cfg["target"], "n_boot": cfg["n_boot"]})
     return pd.read_csv(art.path / "study.csv")
 
 
-def choose_setting(study: "pd.DataFrame") -> dict:
+def choose_setting(study: "pd.DataFrame", min_mask_area: float = 0.0) -> dict:
     """The (layer, method) with the highest mean raw relevance mass over all models
-    of the study (the validation split), and its numbers."""
-    means = study.groupby(["layer", "method"])[["relevance_mass_raw", "pointing_game", "seconds_per_100"]].mean()
-    layer, method = means.relevance_mass_raw.idxmax()
+    of the study (the validation split), among those whose masks at the first
+    threshold keep on average at least ``min_mask_area`` of the image; and its numbers."""
+    cols = ["relevance_mass_raw", "pointing_game", "seconds_per_100", "mask_area"]
+    means = study.groupby(["layer", "method"])[cols].mean()
+    usable = means[means.mask_area >= min_mask_area]
+    if usable.empty:
+        raise ValueError(f"No setting of the study keeps {min_mask_area:.3f} of the image in its masks.")
+    layer, method = usable.relevance_mass_raw.idxmax()
     return {"layer": layer, "method": method, **{k: float(v) for k, v in means.loc[(layer, method)].items()}}

@@ -21,13 +21,16 @@ def _digest(root):
 
 def test_same_seed_gives_byte_identical_files(tmp_path):
     a = cvdata.generate_synthetic(tmp_path / "a", n_per_city=SMALL, image_size=64, seed=3, show_progress=False)
-    cvdata.generate_synthetic(tmp_path / "b", n_per_city=SMALL, image_size=64, seed=3, show_progress=False)
+    # drawn by two processes: the same bytes as in one
+    cvdata.generate_synthetic(tmp_path / "b", n_per_city=SMALL, image_size=64, seed=3, show_progress=False, workers=2)
     cvdata.generate_synthetic(tmp_path / "c", n_per_city=SMALL, image_size=64, seed=4, show_progress=False)
     da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
     assert len(da) == 3 * 4 * 5 + 2 and da == db
     images = [k for k in da if k.startswith(("train/", "val/", "test/"))]
     assert all(da[k] != dc[k] for k in images)
     assert set(a.columns) >= {"id", "split", "city", "image", "label", "cues", "cues_present", "seed"}
+    b = pd.read_csv(tmp_path / "b" / "manifest.csv")
+    assert b.id.tolist() == a.id.tolist()  # the manifest keeps the drawing order too
 
 
 def test_image_depends_only_on_its_own_seed_tuple():
