@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= $(or $(CITYVIZ_PROFILE),quick)
 NB_TIMEOUT ?= 1800
 
-.PHONY: tutorial test unit nbval notebooks lab bench install clean-outputs
+.PHONY: tutorial test unit nbval notebooks lab bench install clean-outputs lab-pack lab-unpack student
 
 # Create the virtual environment and install the package with its dev tools.
 # Reinstalls only when pyproject.toml changes.
@@ -46,3 +46,17 @@ bench: $(VENV)/.installed
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks
+
+# The teacher's kit (README, "For teachers"): pack a finished run's artifacts into
+# outputs/lab-pack-<profile>-<dataset>-<hash>.tar.gz; on each seat, verify and install it
+# (same CITYVIZ_PROFILE and CITYVIZ_OVERRIDES as the teacher; nothing is overwritten).
+lab-pack: $(VENV)/.installed
+	CITYVIZ_PROFILE=$(PROFILE) $(PY) -m cityviz_helpers.labkit pack
+
+lab-unpack: $(VENV)/.installed
+	@test -n "$(FILE)" || { echo "Give the archive: make lab-unpack FILE=outputs/lab-pack-....tar.gz"; exit 2; }
+	CITYVIZ_PROFILE=$(PROFILE) $(PY) -m cityviz_helpers.labkit unpack "$(FILE)"
+
+# Student versions of the notebooks (solutions removed) in outputs/student/.
+student: $(VENV)/.installed
+	$(PY) -m cityviz_helpers.student
