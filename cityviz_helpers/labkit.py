@@ -354,7 +354,7 @@ def pack(settings: Settings | None = None, output_dir: str | os.PathLike | None 
             print(f"  WARNING: {len(missing)} model(s) of these settings are not finished and not packed "
                   f"({', '.join(missing)}); each seat would train them. Finish the run (`make tutorial`) "
                   "and pack again.")
-        print(f"On each seat: make lab-unpack FILE={target.name} (with the same CITYVIZ_PROFILE and "
+        print(f"On each seat: make lab-unpack FILE={target} (with the same CITYVIZ_PROFILE and "
               "CITYVIZ_OVERRIDES as here).")
     return target
 
