@@ -414,6 +414,17 @@ def check_manifest(manifest: dict, settings: Settings, allow_other_code: bool = 
                               "Nothing was installed.")
 
 
+def _process_gone(pid: str) -> bool:
+    """Whether the unpack that made a staging folder has ended (a running one keeps its folder)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError, OSError):
+        return False
+    return False
+
+
 def _safe_member_name(name: str) -> bool:
     p = PurePosixPath(name)
     return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name and \
@@ -482,8 +493,9 @@ def unpack(file: str | os.PathLike, settings: Settings | None = None, *, install
             if install else []
         if install:
             root.mkdir(parents=True, exist_ok=True)
-            for leftover in root.glob(f"{STAGING_PREFIX}*"):  # our own interrupted unpacks
-                shutil.rmtree(leftover, ignore_errors=True)
+            for leftover in root.glob(f"{STAGING_PREFIX}*"):  # interrupted unpacks whose process is gone
+                if _process_gone(leftover.name[len(STAGING_PREFIX):]):
+                    shutil.rmtree(leftover, ignore_errors=True)
             staging = root / f"{STAGING_PREFIX}{os.getpid()}"
             staging.mkdir()
         seen = set()
