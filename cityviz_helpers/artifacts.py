@@ -8,8 +8,9 @@ is computed and the notebook says which happened.
 
 A folder is built under a temporary ``.partial`` name and renamed into place
 only when complete, so an interrupted run never leaves a folder that a later
-run would trust; the next run removes its own leftover partial folders (and
-nothing else) and starts again.
+run would trust; the next run removes the leftover partial folders of jobs that
+no longer run on this host (and nothing else) and starts again. Jobs sharing one
+cache may build the same artifact at once: the first rename wins, the others keep it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,21 @@ class Artifact:
     @property
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / MARKER).read_text())
+
+
+def _abandoned(owner: str) -> bool:
+    """Whether the job that named a partial folder ``<host>-<pid>`` (or ``<pid>``) is gone. Jobs on
+    other hosts sharing this cache are left alone (their partial folders are never trusted, only kept)."""
+    host, _, pid = owner.rpartition("-")
+    if host and host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError):
+        return False
+    return int(pid) == os.getpid()
 
 
 def artifact(
@@ -89,8 +106,9 @@ def artifact(
 
     final.parent.mkdir(parents=True, exist_ok=True)
     for leftover in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(leftover, ignore_errors=True)  # our own interrupted attempts
-    partial = final.parent / f".{final.name}.partial-{os.getpid()}"
+        if _abandoned(leftover.name.rsplit(".partial-", 1)[1]):
+            shutil.rmtree(leftover, ignore_errors=True)  # an interrupted attempt, not a job still writing
+    partial = final.parent / f".{final.name}.partial-{socket.gethostname()}-{os.getpid()}"
     partial.mkdir()
     try:
         meta = dict(build(partial) or {})
@@ -98,7 +116,17 @@ def artifact(
                     data=settings.data, settings={s: settings[s] for s in sections},
                     created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         (partial / MARKER).write_text(json.dumps(meta, indent=2, default=str))
-        os.replace(partial, final)
+        try:
+            os.replace(partial, final)
+        except OSError:
+            if not (final / MARKER).exists():
+                raise
+            # another job (sharing this cache) finished the same artifact first: keep theirs
+            shutil.rmtree(partial, ignore_errors=True)
+            result = Artifact(step, final, key, True, time.perf_counter() - start)
+            if verbose:
+                print(result.message())
+            return result
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -386,8 +386,26 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
                 _after_batch: Callable[[int, int], None] | None = None) -> TrainedModel:
     """Train one model (or load it if finished, or resume it if interrupted).
 
-    ``_after_batch(epoch, batch)`` is a test hook that may raise to simulate a kill.
+    While it trains, the model is claimed (``claim.json`` in its folder, see
+    :mod:`cityviz_helpers.jobs`), so that two jobs sharing one cache never train
+    it twice: a model another live job is training raises
+    :class:`~cityviz_helpers.jobs.ModelBusy`. ``_after_batch(epoch, batch)`` is a
+    test hook that may raise to simulate a kill.
     """
+    folder = model_dir(settings, data, arch, seed)
+    if not (folder / "model.json").exists():
+        from .jobs import claim_model
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with claim_model(folder, f"{arch}-s{seed}", verbose=verbose):
+            return _train_model(settings, data, arch, seed, train, val, device, verbose, _after_batch)
+    return _train_model(settings, data, arch, seed, train, val, device, verbose, _after_batch)
+
+
+def _train_model(settings: Settings, data: CityData, arch: str, seed: int, train: SplitTensors | None,
+                 val: SplitTensors | None, device: str | torch.device = "auto", verbose: bool = True,
+                 _after_batch: Callable[[int, int], None] | None = None) -> TrainedModel:
+    """:func:`train_model` once the model is claimed (or finished: then it is loaded)."""
     cfg, size = settings["train"], settings["dataset"]["image_size"]
     folder = model_dir(settings, data, arch, seed)
     key = folder.name.rsplit("-", 1)[1]
@@ -518,3 +536,11 @@ def train_all(settings: Settings, data: CityData, archs: Sequence[str] | None = 
                       + " (set train.epochs to choose them yourself).")
     return {f"{a}-s{s}": train_model(settings, data, a, s, train, val, device=device, verbose=verbose)
             for a, s in todo}
+
+
+if __name__ == "__main__":  # python -m cityviz_helpers.train: see cityviz_helpers.jobs
+    import sys
+
+    from cityviz_helpers.jobs import main
+
+    sys.exit(main())

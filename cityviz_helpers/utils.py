@@ -45,7 +45,10 @@ def atomic_write(path, write) -> None:
     from pathlib import Path
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import socket
+
+    # host and pid: jobs on several machines may share one cache (cityviz_helpers.jobs)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
