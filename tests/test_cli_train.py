@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -23,10 +24,9 @@ TINY = {"dataset": {"n_per_city": {"train": 6, "val": 2, "test": 2}, "image_size
 
 def run_cli(args, artifacts, env=None, wait=True):
     """The command as a user runs it, in its own process, on the cache ``artifacts``."""
-    full_env = {**os.environ, "CITYVIZ_ARTIFACTS": str(artifacts), "CITYVIZ_QUIET": "1", "OMP_NUM_THREADS": "1",
-                **(env or {})}
-    full_env.pop("PYTEST_CURRENT_TEST", None)
-    full_env.pop("SLURM_ARRAY_TASK_ID", None) if "SLURM_ARRAY_TASK_ID" not in (env or {}) else None
+    full_env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "SLURM_ARRAY_TASK_ID")}
+    full_env.update({"CITYVIZ_ARTIFACTS": str(artifacts), "CITYVIZ_QUIET": "1", "OMP_NUM_THREADS": "1",
+                     **(env or {})})
     proc = subprocess.Popen([sys.executable, "-m", "cityviz_helpers.train", *args], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
@@ -70,8 +70,6 @@ def test_a_claim_excludes_other_jobs_and_a_stale_one_is_taken_over(tmp_path, cap
     third.heartbeat_s = 0.05
     os.utime(tmp_path / CLAIM, (old, old))
     third._stop.clear()
-    import threading
-
     threading.Thread(target=third._beat, daemon=True).start()
     time.sleep(0.3)
     assert time.time() - (tmp_path / CLAIM).stat().st_mtime < 5
@@ -134,14 +132,12 @@ def test_an_index_out_of_range_says_which_exist(capsys):
     assert "unknown architecture resnet" in capsys.readouterr().err
 
 
-def test_an_interrupted_job_resumes_where_it_stopped(tmp_path):
+def test_an_interrupted_job_resumes_where_it_stopped(tmp_path, monkeypatch):
     overrides = {**TINY, "train": {**TINY["train"], "epochs": 15, "amp": False}}
     args = ["--profile", "quick", "--overrides", json.dumps(overrides), "--arch", "simple", "--seed", "0"]
     cache = tmp_path / "killed"
     s = cv.get_settings(overrides=overrides)
-    import os as _os
-
-    _os.environ["CITYVIZ_ARTIFACTS"] = str(cache)  # the monkeypatched variable: restored after the test
+    monkeypatch.setenv("CITYVIZ_ARTIFACTS", str(cache))
     d = cvdata.load_dataset(s, verbose=False)  # drawn once here, so the job trains at once
     folder = model_dir(s, d, "simple", 0)
     job = run_cli(args, cache, wait=False)
@@ -163,7 +159,7 @@ def test_an_interrupted_job_resumes_where_it_stopped(tmp_path):
 
     reference_cache = tmp_path / "uninterrupted"
     run_cli(args, reference_cache)
-    _os.environ["CITYVIZ_ARTIFACTS"] = str(reference_cache)
+    monkeypatch.setenv("CITYVIZ_ARTIFACTS", str(reference_cache))
     reference = load_checkpoint(model_dir(s, d, "simple", 0), "simple", d.cities)
     assert reference.meta["history"]["val_accuracy"] == resumed.meta["history"]["val_accuracy"]
     for (k, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):

@@ -12,7 +12,6 @@ CUDA (float16 autocast with loss scaling) never ran in this project (README,
 """
 
 import numpy as np
-import pytest
 import torch
 
 import cityviz_helpers as cv
