@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= $(or $(CITYVIZ_PROFILE),quick)
-NB_TIMEOUT ?= 1800
+NB_TIMEOUT ?= 2400
 
 .PHONY: tutorial test unit nbval notebooks lab bench install clean-outputs lab-pack lab-unpack student
 
