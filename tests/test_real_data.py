@@ -17,7 +17,7 @@ import torch
 
 from cityviz_helpers import download as dl
 
-from httpfixture import FileServer
+from httpfixture import HubServer
 import osv5m_fixture as fx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def real_world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("real")
     files, _ = fx.build(cities=CITIES, missing=0, size=64)
-    with FileServer(files) as server:
+    with HubServer({fx.REPO: files}) as server:
         report = dl.fetch_osv5m(root / "osv5m", ["Tokyo", "Pittsburgh", "Paris"], per_city=40,
                                 endpoint=server.url, shards={"test": 2})
     assert report.written == {"Tokyo": 40, "Pittsburgh": 40, "Paris": 40}
@@ -71,5 +71,5 @@ def test_every_notebook_runs_on_downloaded_real_format_images(real_world):
     assert sidecars["simple"]["pretrained"] is False and sidecars["simple"]["width"] == "narrow"
     # ground-truth parts were skipped with a note, and the segmenter was the ADE20K one
     nb05 = (out / "notebooks" / "05_segmentation_statistics.ipynb").read_text()
-    assert "this check needs the built-in cities" in nb05 and results["segmentation"]["seg_miou"] is None
+    assert "this check needs the built-in cities" in nb05 and results["segmentation"]["val_seg_miou"] is None
     assert results["arch_vs_init"]["verdict"]
