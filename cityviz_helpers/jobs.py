@@ -224,7 +224,7 @@ def ddp_epoch(ddp: nn.Module, optimizer, scaler, train, order: torch.Tensor, fli
     DDP's gradient average equals the mean gradient of the whole batch (also for a short last batch). A
     rank whose part is empty (a last batch smaller than ``world``) runs one image at weight 0, so that
     every rank joins every gradient all-reduce. Returns this rank's summed loss and correct predictions."""
-    from .train import _shift, autocast, normalise
+    from .train import autocast, training_batch
 
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     ddp.train()
@@ -235,14 +235,7 @@ def ddp_epoch(ddp: nn.Module, optimizer, scaler, train, order: torch.Tensor, fli
         weight = world / len(idx)
         if len(share) == 0:
             share, weight = idx[:1], 0.0
-        x = train.images[share]
-        f = flips[share]
-        x[f] = x[f].flip(-1)
-        x = normalise(x, device)
-        if shifts is not None:
-            x = _shift(x, shifts[share])
-        x = x.contiguous(memory_format=torch.channels_last)
-        y = train.labels[share].to(device)
+        x, y = training_batch(train, share, flips, shifts, device)
         with autocast(device, amp_dtype):
             logits = ddp(x)
             summed = loss_fn(logits, y)

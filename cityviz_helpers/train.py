@@ -348,14 +348,7 @@ def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: t
     bar = progress(range(0, n, batch_size), desc=desc, leave=False)
     for b, i in enumerate(bar):
         idx = order[i:i + batch_size]
-        x = train.images[idx]
-        f = flips[idx]
-        x[f] = x[f].flip(-1)
-        x = normalise(x, device)
-        if shifts is not None:
-            x = _shift(x, shifts[idx])
-        x = x.contiguous(memory_format=torch.channels_last)
-        y = train.labels[idx].to(device)
+        x, y = training_batch(train, idx, flips, shifts, device)
         with autocast(device, amp_dtype):
             logits = model(x)
             loss = loss_fn(logits, y)
@@ -370,6 +363,19 @@ def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: t
         if after_batch is not None:
             after_batch(b)
     return total_loss, correct
+
+
+def training_batch(train: SplitTensors, idx: torch.Tensor, flips: torch.Tensor, shifts: torch.Tensor | None,
+                   device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``idx`` of ``train`` as the network sees them in training (flipped where
+    ``flips`` says, normalised, shifted, channels-last) and their labels."""
+    x = train.images[idx]
+    f = flips[idx]
+    x[f] = x[f].flip(-1)
+    x = normalise(x, device)
+    if shifts is not None:
+        x = _shift(x, shifts[idx])
+    return x.contiguous(memory_format=torch.channels_last), train.labels[idx].to(device)
 
 
 def _shift(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
