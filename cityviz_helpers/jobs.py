@@ -315,16 +315,8 @@ def train_model_ddp(settings, data, arch: str, seed: int, train, val, device: to
         last = folder / "last.pt"
         if last.exists():  # every rank reads the same resume point (rank 0 writes only from the first epoch on)
             try:
-                state = torch.load(last, map_location="cpu", weights_only=True)
-                if state.get("key") != key:
-                    raise T.CheckpointError("settings hash differs")
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                if amp and state.get("scaler"):
-                    scaler.load_state_dict(state["scaler"])
-                history, best, seconds = state["history"], state["best"], state["seconds"]
-                start_epoch = state["epoch"] + 1
+                history, best, seconds, start_epoch = T.load_resume_point(last, key, model, optimizer, scheduler,
+                                                                          scaler if amp else None)
                 if verbose:
                     print(f"{name}: resuming after epoch {start_epoch} of {epochs} from {last.name}.")
             except Exception as err:

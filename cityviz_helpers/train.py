@@ -365,6 +365,21 @@ def run_epoch(model: nn.Module, optimizer, scaler, train: SplitTensors, order: t
     return total_loss, correct
 
 
+def load_resume_point(path: Path, key: str, model: nn.Module, optimizer, scheduler, scaler=None) -> tuple:
+    """Restore model, optimizer, scheduler (and ``scaler``, if given and saved) from the
+    resume point ``path`` written for the model ``key``; returns ``(history, best,
+    seconds, start_epoch)``. Raises if the file is unreadable or belongs to other settings."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("key") != key:
+        raise CheckpointError("settings hash differs")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return state["history"], state["best"], state["seconds"], state["epoch"] + 1
+
+
 def training_batch(train: SplitTensors, idx: torch.Tensor, flips: torch.Tensor, shifts: torch.Tensor | None,
                    device) -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``idx`` of ``train`` as the network sees them in training (flipped where
@@ -449,16 +464,8 @@ def _train_model(settings: Settings, data: CityData, arch: str, seed: int, train
     last = folder / "last.pt"
     if last.exists():
         try:
-            state = torch.load(last, map_location="cpu", weights_only=True)
-            if state.get("key") != key:
-                raise CheckpointError("settings hash differs")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if amp and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            history, best, seconds = state["history"], state["best"], state["seconds"]
-            start_epoch = state["epoch"] + 1
+            history, best, seconds, start_epoch = load_resume_point(last, key, model, optimizer, scheduler,
+                                                                    scaler if amp else None)
             if verbose:
                 print(f"{arch}-s{seed}: resuming after epoch {start_epoch} of {epochs} from {last.name}.")
         except Exception as err:  # an unreadable resume point is ignored, never trusted
