@@ -110,6 +110,36 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
     return maps
 
 
+def gradcam_by_hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """Grad-CAM of one normalised image ``x`` (1, 3, H, W) for class ``target``, written out
+    (notebook 03, section 1, shows the same lines): the twin that tests check against
+    :func:`cam_maps`. Rescaled and upsampled the way the ``grad-cam`` package does it:
+    min-max to [0, 1], bilinear upsampling, min-max again. Returns (H, W) float32."""
+    saved = {}
+
+    def keep(module, inputs, output):  # a forward hook: the layer's activations A and, later, dy/dA
+        saved["A"] = output
+        output.register_hook(lambda grad: saved.__setitem__("dA", grad))
+
+    was_training = model.training
+    model.eval()
+    handle = layer.register_forward_hook(keep)
+    try:
+        score = model(x)[0, target]  # y^c, the score before the softmax
+        score.backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    acts, grads = saved["A"].detach()[0], saved["dA"][0]  # (K, h, w) each
+    alpha = grads.mean(dim=(1, 2))  # one weight per feature map: the gradient's spatial mean
+    cam = torch.relu((alpha[:, None, None] * acts).sum(0))  # (h, w)
+    rescale = lambda m: (m - m.min()) / (m.max() - m.min() + 1e-7)  # noqa: E731
+    cam = nn.functional.interpolate(rescale(cam)[None, None], size=x.shape[-2:], mode="bilinear",
+                                    align_corners=False)[0, 0]
+    return rescale(cam).numpy().astype(np.float32)
+
+
 def cam_grids(model: nn.Module, arch: str, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
               methods: Sequence[str], batch_size: int = 50, cam_layer: str = "last") -> tuple[dict, dict]:
     """Raw CAM grids of several gradient-based methods from one forward and backward pass.

@@ -275,3 +275,41 @@ def test_randomization_check_leaves_flat_pairs_out_instead_of_scoring_them_zero(
     assert out["n_pairs"] == int(np.isfinite(out["rho"]).sum()) <= 3
     if out["n_pairs"]:
         assert out["mean_rho"] == pytest.approx(np.nanmean(out["rho"]))
+
+
+@pytest.mark.parametrize("arch, layer", [("vgg11", "last"), ("resnet18", "last"), ("resnet18", "previous"),
+                                         ("simpler", "last")])
+def test_gradcam_written_out_by_hand_matches_the_package(arch, layer):
+    """Notebook 03 computes one Grad-CAM by hand (spatial mean of the gradients, ReLU of the
+    weighted sum, upsample and rescale); its twin gives the package's map to 1e-4."""
+    from cityviz_helpers.train import normalise
+
+    torch.manual_seed(4)
+    model = build_model(arch, 4, 96, "narrow").eval()
+    images = torch.randint(0, 255, (3, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    targets = [0, 2, 3]
+    module = gc_.target_layer(model, arch, layer)
+    package = gc_.cam_maps(model, arch, images, targets, show_progress=False, cam_layer=layer)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, t in enumerate(targets):
+        hand = gc_.gradcam_by_hand(model, module, normalise(images[i:i + 1], "cpu"), t)
+        assert hand.shape == (96, 96) and hand.dtype == np.float32
+        assert hand.max() > 0.99  # not a flat map: the comparison means something
+        assert np.abs(hand - package[i]).max() < 1e-4, (arch, layer, i)
+    assert gc_.n_hooks(model) == 0 and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_tolerance_tells_maps_apart():
+    """The 1e-4 agreement is not automatic: the map of another class differs by far more."""
+    from cityviz_helpers.train import normalise
+
+    torch.manual_seed(6)
+    model = build_model("resnet18", 4, 96, "narrow").eval()
+    images = torch.randint(0, 255, (1, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    package = gc_.cam_maps(model, "resnet18", images, [1], show_progress=False)[0]
+    other = gc_.cam_maps(model, "resnet18", images, [2], show_progress=False)[0]
+    hand = gc_.gradcam_by_hand(model, gc_.target_layer(model, "resnet18"), normalise(images, "cpu"), 1)
+    assert np.abs(hand - package).max() < 1e-4
+    assert np.abs(hand - other).max() > 1e-2  # another class's map is told apart at this tolerance
