@@ -296,6 +296,43 @@ def try_ade20k_segmenter(folder: str | Path, input_size: int | None = 256) -> tu
     return None, message
 
 
+def skipped(what: str) -> str:
+    """The one line a cell of notebook 05 prints instead of its result when no
+    segmentation model was loaded (:func:`try_ade20k_segmenter` says why, once)."""
+    return f"Skipped (no segmentation model): {what}."
+
+
+def arch_vs_init_record(object_test: dict | None, mask_test: dict, verdict: str, per_arch: dict, rows: Sequence[dict],
+                        skipped_because: str | None = None, **extra) -> dict:
+    """The ``arch_vs_init`` section of results.json (notebook 05).
+
+    ``object_test`` and ``mask_test`` are :func:`permutation_test` results on the
+    object distance and on 1 - mask IoU. Without a segmentation model
+    ``object_test`` is None: its numbers are left out, never filled in, the record
+    says so (``skipped``, with ``skipped_because``) and ``verdict_measure`` says
+    that the verdict is the mask IoU's. ``per_arch`` maps a measure to its
+    :func:`per_architecture` table; ``extra`` (threshold, maps, ...) is stored as it is.
+    """
+    record = {"within_arch_mask_iou": round(1 - mask_test["within"], 4),
+              "between_arch_mask_iou": round(1 - mask_test["between"], 4),
+              "mask_iou_p_value": round(mask_test["p_value"], 4)}
+    groupings_of = object_test if object_test is not None else mask_test  # the same groupings for both tests
+    record.update({"p_floor": round(groupings_of["p_floor"], 6), "n_groupings": groupings_of["n_groupings"],
+                   "exact": groupings_of["exact"], "verdict": verdict})
+    if object_test is not None:
+        record.update({"within_arch_distance": round(object_test["within"], 4),
+                       "between_arch_distance": round(object_test["between"], 4),
+                       "p_value": round(object_test["p_value"], 4)})
+    else:
+        if not skipped_because:
+            raise ValueError("Without the object-distance test, say why it was skipped (skipped_because).")
+        record.update({"verdict_measure": "mask IoU", "skipped": {
+            "object distance, its permutation test and the per-architecture object distances": skipped_because}})
+    record["per_architecture"] = {m: p.round(4).to_dict("index") for m, p in per_arch.items()}
+    record["rows"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    return {**record, **extra}
+
+
 # --------------------------------------------------------------------------
 # Quality against ground truth
 # --------------------------------------------------------------------------
