@@ -161,6 +161,59 @@ def region_patches(images: np.ndarray, regions: Regions, size: int = 32, pad: in
     return out
 
 
+def display_patches(images: np.ndarray, regions: Regions, size: int = 64, pad: int = 3,
+                    dim: float = 0.6) -> np.ndarray:
+    """Thumbnails for looking at (not features): each region's bounding box, padded to a
+    square so nothing is stretched, cut from the full-resolution image, pixels outside
+    the region dimmed towards grey by ``dim``, and scaled to ``size`` x ``size`` with
+    nearest-neighbour sampling (no smoothing). (n_regions, size, size, 3) uint8."""
+    from PIL import Image
+
+    out = np.empty((len(regions), size, size, 3), np.uint8)
+    for r, (row, mask) in enumerate(zip(regions.table.itertuples(), regions.masks)):
+        img = np.asarray(images[row.image])
+        h, w = img.shape[:2]
+        side = min(max(row.y1 - row.y0, row.x1 - row.x0) + 2 * pad, h, w)
+        cy, cx = (row.y0 + row.y1) // 2, (row.x0 + row.x1) // 2
+        y0, x0 = int(np.clip(cy - side // 2, 0, h - side)), int(np.clip(cx - side // 2, 0, w - side))
+        crop = img[y0:y0 + side, x0:x0 + side].astype(np.float32)
+        inside = mask[y0:y0 + side, x0:x0 + side, None]
+        crop = np.where(inside, crop, (1 - dim) * crop + dim * 128).astype(np.uint8)
+        out[r] = np.asarray(Image.fromarray(crop).resize((size, size), Image.NEAREST))
+    return out
+
+
+def spread_points(xy: np.ndarray, cells: int = 8) -> list[tuple[int, tuple[float, float]]]:
+    """Points to show as thumbnails on a 2-D map without overlap: the map's bounding box
+    cut into ``cells`` x ``cells`` squares, and in each square that holds points the one
+    nearest its centre. Returns ``(index, (x, y) of the square's centre)`` pairs."""
+    xy = np.asarray(xy, float)
+    if not len(xy):
+        return []
+    lo, hi = xy.min(0), xy.max(0)
+    step = np.where(hi > lo, (hi - lo) / cells, 1.0)
+    cell = np.minimum(((xy - lo) / step).astype(int), cells - 1)
+    out = []
+    for gx, gy in sorted({(int(a), int(b)) for a, b in cell}):
+        members = np.flatnonzero((cell[:, 0] == gx) & (cell[:, 1] == gy))
+        centre = lo + (np.array([gx, gy]) + 0.5) * step
+        best = members[np.argmin(np.linalg.norm(xy[members] - centre, axis=1))]
+        out.append((int(best), (float(centre[0]), float(centre[1]))))
+    return out
+
+
+def cluster_names(result: "ModelClusters") -> dict[int, str]:
+    """A label per cluster that says what it is made of: its number, its size and the
+    city most of its regions come from, e.g. "cluster 2: 55 regions, 100 % Amberton"."""
+    table, labels = result.regions.table, result.clustering.labels
+    names = {}
+    for c in range(result.clustering.k):
+        cities = table.city[labels == c].value_counts()
+        names[c] = (f"cluster {c}: {int(cities.sum())} regions, {cities.iloc[0] / cities.sum():.0%} {cities.index[0]}"
+                    if len(cities) else f"cluster {c}: empty")
+    return names
+
+
 def pixel_features(patches: np.ndarray, size: int = 12) -> np.ndarray:
     """A generic view for comparison: each patch's pixels at ``size`` x ``size``, flattened."""
     t = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255

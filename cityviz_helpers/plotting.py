@@ -85,3 +85,28 @@ def cam_colorbar(fig: plt.Figure, axes, cmap: str = "jet", label: str = "map val
     bar.set_label(label, fontsize=7)
     bar.ax.tick_params(labelsize=7)
     return bar
+
+
+def thumbnail_map(ax, xy: np.ndarray, patches: np.ndarray, cells: int = 8, edge_colours=None) -> list[int]:
+    """A 2-D map (t-SNE, notebook 04) with thumbnails that never overlap: the map scaled to
+    a unit square (t-SNE's axes have no units), every point in light grey, and in each
+    square of a ``cells`` x ``cells`` grid the thumbnail of the point nearest the square's
+    centre, drawn unsmoothed and filling the square. ``edge_colours`` (one colour per
+    point, e.g. its cluster's) frames each thumbnail. Returns the indices shown."""
+    from .clustering import spread_points
+
+    xy = np.asarray(xy, float)
+    lo, hi = xy.min(0), xy.max(0)
+    unit = (xy - lo) / np.where(hi > lo, hi - lo, 1.0)
+    ax.scatter(unit[:, 0], unit[:, 1], s=2, c="lightgray", zorder=1)
+    half = 0.5 / cells * 0.94
+    shown = []
+    for i, (cx, cy) in spread_points(unit, cells):
+        ax.imshow(patches[i], extent=(cx - half, cx + half, cy - half, cy + half), interpolation="nearest", zorder=2)
+        if edge_colours is not None:
+            ax.add_patch(matplotlib.patches.Rectangle((cx - half, cy - half), 2 * half, 2 * half, fill=False, lw=2,
+                                                      edgecolor=edge_colours[i], zorder=3))
+        shown.append(i)
+    ax.set_xlim(-0.02, 1.02), ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    return shown

@@ -137,3 +137,69 @@ def test_kmeans_finds_well_separated_blobs_and_their_number():
     assert cl.purity(result.labels, truth) == 1.0
     with pytest.raises(ValueError, match="regions"):
         cl.cluster(x[:2])
+
+
+def _one_region_table(y0, y1, x0, x1, size=20):
+    mask = np.zeros((size, size), bool)
+    mask[y0:y1, x0:x1] = True
+    table = pd.DataFrame([{"image": 0, "city": "A", "area": int(mask.sum()), "y0": y0, "y1": y1, "x0": x0, "x1": x1}])
+    return cl.Regions(table, [mask])
+
+
+def test_display_patches_are_square_unsmoothed_crops_with_the_outside_dimmed():
+    img = np.zeros((1, 20, 20, 3), np.uint8)
+    img[0, :, :, 0] = np.arange(20)[None, :] * 10  # red ramps left to right
+    img[0, 2:4, 10:16] = 255  # the region: a 2 x 6 white bar
+    regions = _one_region_table(2, 4, 10, 16)
+    out = cl.display_patches(img, regions, size=40, pad=1, dim=0.5)
+    assert out.shape == (1, 40, 40, 3) and out.dtype == np.uint8
+    # the square crop is 8 x 8 (6 + 2 * 1) pixels, each shown as a 5 x 5 block: nearest, no new values
+    values = set(np.unique(out[0, :, :, 1]))
+    assert values <= {255, 64}  # inside: white; outside: black dimmed half way to grey
+    assert (out[0, ::5, ::5, 1] == out[0, 4::5, 4::5, 1]).all()  # blocks are flat
+    white_rows = np.flatnonzero((out[0, :, :, 1] == 255).any(1))
+    assert len(white_rows) == 2 * 5  # the bar's 2 rows, not stretched to the square
+    near_edge = cl.display_patches(img, _one_region_table(0, 3, 17, 20), size=16, pad=3)
+    assert near_edge.shape == (1, 16, 16, 3)  # the square is moved inside the image, not cut short
+
+
+def test_spread_points_picks_one_point_per_occupied_cell():
+    xy = np.array([[0.0, 0.0], [0.1, 0.1], [0.9, 0.9], [1.0, 1.0], [0.45, 0.55]])
+    picked = cl.spread_points(xy, cells=2)
+    idx = [i for i, _ in picked]
+    assert len(idx) == len(set(idx)) == 3  # three occupied squares of four, one point each
+    centres = [c for _, c in picked]
+    assert len(set(centres)) == 3
+    assert 4 in idx  # (0.45, 0.55) is nearest the centre of its square (0.25, 0.75)
+    assert cl.spread_points(np.zeros((0, 2))) == []
+
+
+def test_cluster_names_say_size_and_main_city():
+    table = pd.DataFrame({"image": range(5), "city": ["A", "A", "B", "B", "B"]})
+    result = cl.ModelClusters("m", cl.Regions(table, [None] * 5), np.zeros((5, 2)),
+                              cl.Clustering(np.array([0, 0, 0, 1, 1]), 2, 0.5, {2: 0.5}, np.zeros((5, 2)),
+                                            np.zeros((2, 2))), pd.DataFrame(), {})
+    assert cl.cluster_names(result) == {0: "cluster 0: 3 regions, 67% A", 1: "cluster 1: 2 regions, 100% B"}
+
+
+def test_thumbnail_map_draws_thumbnails_that_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cityviz_helpers import plotting
+
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(300, 2)) * [40, 3]  # very different ranges: the thumbnails must stay square
+    patches = rng.integers(0, 255, (300, 8, 8, 3)).astype(np.uint8)
+    fig, ax = plt.subplots()
+    shown = plotting.thumbnail_map(ax, xy, patches, cells=6, edge_colours=["red"] * 300)
+    boxes = [im.get_extent() for im in ax.get_images()]
+    assert len(boxes) == len(shown) == len(set(shown)) > 6
+    for k, (x0, x1, y0, y1) in enumerate(boxes):
+        assert abs((x1 - x0) - (y1 - y0)) < 1e-9  # square in the axes' units, and the aspect is equal
+        for a0, a1, b0, b1 in boxes[k + 1:]:
+            assert min(x1, a1) <= max(x0, a0) or min(y1, b1) <= max(y0, b0)  # no overlap
+    assert all(im.get_interpolation() == "nearest" for im in ax.get_images())
+    plt.close(fig)
