@@ -121,7 +121,7 @@ def _label_lookup(labels: Sequence[int]) -> torch.Tensor:
 
 #: The settings of the ``segmentation`` section that decide the trained segmenter (its cache key).
 SEGMENTER_RECIPE = ("architecture", "encoder", "encoder_depth", "decoder_channels", "epochs", "dice_weight",
-                    "batch_size", "lr", "seed")
+                    "batch_size", "lr", "seed", "train_images")
 
 
 def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmenter:
@@ -130,7 +130,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
 
     from .artifacts import artifact
     from .data import ground_truth
-    from .train import autocast, autocast_dtype, load_images, normalise, pick_device, precision_name
+    from .train import autocast, autocast_dtype, channels_last, load_images, normalise, pick_device, precision_name
 
     cfg, size = settings["segmentation"], settings["dataset"]["image_size"]
     if not data.has_ground_truth:
@@ -142,11 +142,14 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
         gen = torch.Generator().manual_seed(cfg["seed"])
         images = load_images(list(data.split("train").path), size, show_progress=False)
         labels = torch.from_numpy(ground_truth(data, "train", size)[0].astype(np.int64))
+        if cfg.get("train_images") and cfg["train_images"] < len(images):  # a seeded random subset, every city
+            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg["seed"]))[:cfg["train_images"]]
+            images, labels = images[keep.sort().values], labels[keep.sort().values]
         present = sorted(int(v) for v in torch.unique(labels) if v != 0)
         lut = _label_lookup(present)
         target_all = lut[labels]
         device = pick_device()
-        model = build_smp(cfg, len(present)).to(device)
+        model = channels_last(build_smp(cfg, len(present)).to(device))  # as the classifiers: faster convolutions
         opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
         steps = cfg["epochs"] * ((len(images) + cfg["batch_size"] - 1) // cfg["batch_size"])
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
@@ -175,7 +178,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
                 f = flips[idx]
                 x[f], y[f] = x[f].flip(-1), y[f].flip(-1)
                 with autocast(device, amp_dtype):
-                    logits = model(normalise(x, device))
+                    logits = model(normalise(x, device).contiguous(memory_format=torch.channels_last))
                 loss = loss_fn(logits.float(), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -191,7 +194,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
 
     # keyed by the training recipe only, so that changing a statistics setting of the same
     # section (n_boot, n_perm, top_k, ...) never retrains the segmenter
-    recipe = {k: cfg[k] for k in SEGMENTER_RECIPE}
+    recipe = {k: cfg.get(k) for k in SEGMENTER_RECIPE}
     art = artifact(settings, "segmenter", (), build, verbose=False,
                    extra={"data": data.fingerprint, "image_size": size, "recipe": recipe})
     meta = json.loads((art.path / "segmenter.json").read_text())
