@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import nbformat
     from nbclient import NotebookClient
 
-    from cityviz_helpers.tutorial import kernel_config, notebooks
+    from cityviz_helpers.tutorial import KERNEL_ARGS, kernel_config, notebooks
 
     work = Path(tempfile.mkdtemp(prefix="cityviz-bench-"))
     artifacts = Path(args.artifacts).resolve() if args.artifacts else work / "artifacts"
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         NotebookClient(nb, timeout=args.timeout, kernel_name="python3", config=kernel_config(),
-                       record_timing=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+                       extra_arguments=KERNEL_ARGS, record_timing=True, resources={"metadata": {"path": str(path.parent)}}).execute()
         wall = time.perf_counter() - start
         grand += wall
         parts = sections(nb)
