@@ -86,7 +86,8 @@ def main(argv=None) -> int:
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         NotebookClient(nb, timeout=args.timeout, kernel_name="python3", config=kernel_config(),
-                       extra_arguments=KERNEL_ARGS, record_timing=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+                       extra_arguments=KERNEL_ARGS, record_timing=True,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
         wall = time.perf_counter() - start
         grand += wall
         parts = sections(nb)
