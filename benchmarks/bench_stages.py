@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import nbformat
     from nbclient import NotebookClient
 
-    from cityviz_helpers.tutorial import KERNEL_ARGS, kernel_config, notebooks
+    from cityviz_helpers.tutorial import KERNEL_ARGS, notebooks
 
     work = Path(tempfile.mkdtemp(prefix="cityviz-bench-"))
     artifacts = Path(args.artifacts).resolve() if args.artifacts else work / "artifacts"
@@ -85,8 +85,7 @@ def main(argv=None) -> int:
     for path in notebooks(args.only):
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
-        NotebookClient(nb, timeout=args.timeout, kernel_name="python3", config=kernel_config(),
-                       extra_arguments=KERNEL_ARGS, record_timing=True,
+        NotebookClient(nb, timeout=args.timeout, kernel_name="python3", extra_arguments=KERNEL_ARGS, record_timing=True,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         wall = time.perf_counter() - start
         grand += wall

@@ -143,8 +143,9 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
         images = load_images(list(data.split("train").path), size, show_progress=False)
         labels = torch.from_numpy(ground_truth(data, "train", size)[0].astype(np.int64))
         if cfg.get("train_images") and cfg["train_images"] < len(images):  # a seeded random subset, every city
-            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg["seed"]))[:cfg["train_images"]]
-            images, labels = images[keep.sort().values], labels[keep.sort().values]
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg["seed"]))
+            keep = order[:cfg["train_images"]].sort().values
+            images, labels = images[keep], labels[keep]
         present = sorted(int(v) for v in torch.unique(labels) if v != 0)
         lut = _label_lookup(present)
         target_all = lut[labels]
@@ -194,7 +195,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
 
     # keyed by the training recipe only, so that changing a statistics setting of the same
     # section (n_boot, n_perm, top_k, ...) never retrains the segmenter
-    recipe = {k: cfg.get(k) for k in SEGMENTER_RECIPE}
+    recipe = {k: cfg[k] for k in SEGMENTER_RECIPE}
     art = artifact(settings, "segmenter", (), build, verbose=False,
                    extra={"data": data.fingerprint, "image_size": size, "recipe": recipe})
     meta = json.loads((art.path / "segmenter.json").read_text())

@@ -41,19 +41,12 @@ def notebooks(selection: list[str] | None = None) -> list[Path]:
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 
 
-def kernel_config():
-    """Kernel-manager configuration for executing the notebooks (the defaults: TCP on 127.0.0.1)."""
-    from traitlets.config import Config
-
-    return Config()
-
-
 def _execute_in_place(path: Path, timeout: int) -> None:
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", config=kernel_config(), extra_arguments=KERNEL_ARGS,
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_ARGS,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     atomic_write(path, lambda tmp: nbformat.write(nb, tmp))
 
@@ -87,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 papermill.execute_notebook(str(nb), str(out_dir / nb.name), cwd=str(NOTEBOOK_DIR),
                                            parameters={"PROFILE": settings.profile, "DATA": settings.data},
                                            kernel_name="python3", progress_bar=False,
-                                           execution_timeout=args.timeout, config=kernel_config(),
-                                           extra_arguments=KERNEL_ARGS)
+                                           execution_timeout=args.timeout, extra_arguments=KERNEL_ARGS)
         except Exception as err:  # say which notebook failed and where its partial output is
             print("FAILED")
             where = nb if args.in_place else out_dir / nb.name
