@@ -66,7 +66,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # schedule with larger peak learning rates (per architecture), light dropout.
             "width": "narrow",
             # passes over the 7,680 training images, per architecture: the plain networks (no batch norm)
-            # were still learning after 6 (validation 0.76-0.84 at 6, 0.83-0.89 at 10; notebook 02 says more)
+            # were still learning after 6 (validation 0.76-0.84 at 6, 0.83-0.89 at 10; notebook 02 says more).
+            # Fewer passes, half the images and 64 px were measured on validation (2026-11-25) and all lose
+            # accuracy but for ResNet-18 at 4 passes with a 4e-3 peak rate: README, "Where the time goes"
             "epochs": {"vgg11": 6, "resnet18": 6, "simple": 10, "simpler": 10},
             "batch_size": 50,
             "lr": {"vgg11": 1e-3, "resnet18": 2e-3, "simple": 2e-3, "simpler": 1e-3},
