@@ -46,11 +46,12 @@ notebooks: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_synthetic.py
-	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_training.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_training.py --batches 40 --side-by-side 2
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_gradcam.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_cam_study.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_clustering.py
 	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_segmentation.py
+	CITYVIZ_QUIET=1 $(PY) benchmarks/bench_segmenter_step.py
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks
