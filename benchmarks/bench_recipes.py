@@ -67,18 +67,16 @@ def main(argv=None) -> int:
 
     print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "cache": str(cache)}), flush=True)
+    # a dataset the notebooks' cache already drew: link it (read-only use) rather than draw it again
+    target = cv.get_settings("quick", "synthetic").artifacts_dir
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in (REPO / "artifacts" / "quick" / "synthetic").glob("dataset-*"):
+        if not (target / folder.name).exists():
+            (target / folder.name).symlink_to(folder, target_is_directory=True)
     for name, spec in cands.items():
         if args.only and name not in args.only:
             continue
         settings = cv.get_settings("quick", "synthetic", overrides=spec.get("over") or {})
-        # a dataset the notebooks' cache already drew: link it (read-only use) rather than draw it again
-        own = REPO / "artifacts" / "quick" / "synthetic"
-        target = settings.artifacts_dir
-        target.mkdir(parents=True, exist_ok=True)
-        for folder in own.glob("dataset-*") if own.exists() else []:
-            link = target / folder.name
-            if not link.exists():
-                link.symlink_to(folder, target_is_directory=True)
         t = time.perf_counter()
         data = cvdata.load_dataset(settings, verbose=False)
         print(json.dumps({"candidate": name, "over": spec.get("over"),
@@ -102,11 +100,8 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - t
             val = train.split_tensors(data, "val", size, show_progress=False)
             conf = seg.confusion(segmenter(val.images), cvdata.ground_truth(data, "val", size)[0])
-            recipe = dict(settings["segmentation"])
-            metas = [json.loads(p.read_text()) for p in settings.artifacts_dir.glob("segmenter-*/segmenter.json")]
-            train_s = next((m["train_seconds"] for m in metas if m.get("model_config") == recipe), None)
             print(json.dumps({"candidate": name, "model": "segmenter", "val_miou": round(seg.mean_iou(conf), 4),
-                              "train_s": train_s, "wall_s": round(wall, 1)}), flush=True)
+                              "train_s": segmenter.meta["train_seconds"], "wall_s": round(wall, 1)}), flush=True)
     return 0
 
 

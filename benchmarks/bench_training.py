@@ -56,41 +56,18 @@ def main():
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 4, (n,), generator=gen)
     data = SplitTensors(images, labels, [""] * n)
-    floats = normalise(images, dev).contiguous(memory_format=torch.channels_last)
     archs = args.arch or cfg["archs"]
     if args.start_at is not None:  # one of the side-by-side copies
-        print(_pipeline_rate(archs[0], s, images, labels, data, gen, dev, dtype, args.start_at))
+        print(_rate(archs[0], s, data, gen, dev, dtype, "pipeline", start_at=args.start_at))
         return
+    floats = normalise(images, dev).contiguous(memory_format=torch.channels_last)
     print(f"profile {s.profile}: {size} px, batch {bs}, {n} images per measurement, device {dev}, "
           f"{torch.get_num_threads()} threads, "
           f"precision {precision_name(dtype)}")
     print(f"{'architecture':12s} {'pipeline img/s':>15s} {'bare loop img/s':>16s} {'overhead':>9s}")
     single = {}
     for arch in archs:
-        rates = {}
-        for mode in ("pipeline", "bare"):
-            torch.manual_seed(0)
-            model = channels_last(build_model(arch, 4, size, cfg["width"]).to(dev))
-            opt = torch.optim.Adam(model.parameters(), lr=per_arch(s, "lr", arch))
-            scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-            order, flips = torch.randperm(n, generator=gen), torch.rand(n, generator=gen) < 0.5
-            run_epoch(model, opt, scaler, SplitTensors(images[:bs], labels[:bs], []), order[:bs] % bs,
-                      flips[:bs], bs, dev, dtype, desc="warm-up", after_batch=None)
-            start = time.perf_counter()
-            if mode == "pipeline":
-                run_epoch(model, opt, scaler, data, order, flips, bs, dev, dtype, desc=arch)
-            else:
-                model.train()
-                for i in range(0, n, bs):
-                    with autocast(dev, dtype):
-                        loss = torch.nn.functional.cross_entropy(model(floats[i:i + bs]), labels[i:i + bs].to(dev))
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            rates[mode] = n / (time.perf_counter() - start)
+        rates = {mode: _rate(arch, s, data, gen, dev, dtype, mode, floats) for mode in ("pipeline", "bare")}
         overhead = rates["bare"] / rates["pipeline"] - 1
         single[arch] = rates["pipeline"]
         print(f"{arch:12s} {rates['pipeline']:15.1f} {rates['bare']:16.1f} {overhead:8.1%}")
@@ -111,20 +88,36 @@ def main():
     print(f"peak memory of this process: {peak:.0f} MB")
 
 
-def _pipeline_rate(arch, s, images, labels, data, gen, dev, dtype, start_at):
-    """Images/s of run_epoch for ``arch``, timed from ``start_at`` (a copy of --side-by-side)."""
+def _rate(arch, s, data, gen, dev, dtype, mode, floats=None, start_at=None) -> float:
+    """Images/s of one timed pass over ``data`` for a fresh, warmed-up ``arch``: through
+    run_epoch (``mode`` "pipeline") or a bare loop over ``floats`` (``"bare"``), timed from
+    ``start_at`` (a time.time() value) when given, as the side-by-side copies do."""
     cfg, size, bs = s["train"], s["dataset"]["image_size"], s["train"]["batch_size"]
+    images, labels = data.images, data.labels
     n = len(images)
     torch.manual_seed(0)
     model = channels_last(build_model(arch, 4, size, cfg["width"]).to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=per_arch(s, "lr", arch))
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     order, flips = torch.randperm(n, generator=gen), torch.rand(n, generator=gen) < 0.5
-    run_epoch(model, opt, scaler, SplitTensors(images[:bs], labels[:bs], []), order[:bs] % bs, flips[:bs], bs,
-              dev, dtype, desc="warm-up", after_batch=None)
-    time.sleep(max(0.0, start_at - time.time()))
+    run_epoch(model, opt, scaler, SplitTensors(images[:bs], labels[:bs], []), order[:bs] % bs,
+              flips[:bs], bs, dev, dtype, desc="warm-up", after_batch=None)
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     start = time.perf_counter()
-    run_epoch(model, opt, scaler, data, order, flips, bs, dev, dtype, desc=arch)
+    if mode == "pipeline":
+        run_epoch(model, opt, scaler, data, order, flips, bs, dev, dtype, desc=arch)
+    else:
+        model.train()
+        for i in range(0, n, bs):
+            with autocast(dev, dtype):
+                loss = torch.nn.functional.cross_entropy(model(floats[i:i + bs]), labels[i:i + bs].to(dev))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     return n / (time.perf_counter() - start)
 
 

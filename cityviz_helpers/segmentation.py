@@ -69,8 +69,9 @@ class SmpSegmenter(Segmenter):
     """A ``segmentation-models-pytorch`` model; output channel k means label ``labels[k]``."""
 
     def __init__(self, model: nn.Module, labels: Sequence[int], name: str = "trained", input_size: int | None = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, meta: dict | None = None):
         self.model = model.eval()
+        self.meta = meta or {}  # what training recorded (train_seconds, ...), for a trained segmenter
         self.labels = torch.as_tensor(list(labels), dtype=torch.uint8)
         self.name = name
         self.input_size = input_size  # resize to this before the model (None: as given)
@@ -205,7 +206,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
         how = "loaded from the cache" if art.loaded else f"trained in {meta['train_seconds']:.0f} s"
         print(f"segmenter: {cfg['architecture']} with a {cfg['encoder']} encoder (no pretrained weights), "
               f"{len(meta['labels'])} classes, {how} ({art.path.name}).")
-    return SmpSegmenter(model.to(pick_device()), meta["labels"], name="trained", batch_size=cfg["batch_size"])
+    return SmpSegmenter(model.to(pick_device()), meta["labels"], name="trained", batch_size=cfg["batch_size"], meta=meta)
 
 
 # --------------------------------------------------------------------------
