@@ -14,6 +14,7 @@ _EXPORTS = {
     "Artifact": "artifacts", "artifact": "artifacts",
     "load_results": "results", "merge_results": "results",
     "progress": "utils", "set_seed": "utils", "short_path": "utils",
+    "setup": "hosted", "home": "settings",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -118,16 +118,15 @@ def _region_cue(cue_map: np.ndarray, region: np.ndarray, cue_names: dict[int, st
 
 def layer_activations(model: nn.Module, layer: nn.Module, images: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
     """The layer's output (N, C, h, w) for uint8 images, in float32 on the CPU."""
-    from .train import normalise
+    from .train import model_input
 
-    device = next(model.parameters()).device
     grabbed: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().float().cpu()))
     try:
         model.eval()
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
-                model(normalise(images[i:i + batch_size], device))
+                model(model_input(model, images[i:i + batch_size]))
     finally:
         handle.remove()
     return torch.cat(grabbed)

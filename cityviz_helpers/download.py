@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .settings import REPO_ROOT
+from .settings import REPO_ROOT, home
 from .utils import progress
 
 if TYPE_CHECKING:  # numpy and pandas are imported where used, so that --help works before installing
@@ -112,8 +112,8 @@ class DownloadError(RuntimeError):
 
 
 OFFLINE_HINT = ("data_download.sh needs internet. Offline, use the built-in cities (CITYVIZ_DATA=synthetic, "
-                "the default) or point CITYVIZ_DATA at a folder of city images you already have (README, "
-                "'Run on real street images').")
+                "the default) or point CITYVIZ_DATA at a folder of city images you already have "
+                "(docs/real-data.md).")
 
 
 # --------------------------------------------------------------------------
@@ -126,13 +126,49 @@ def _show(url: str) -> str:
     return urllib.parse.urlsplit(url)._replace(query="").geturl()
 
 
+def hub_headers(url: str) -> dict:
+    """``Authorization: Bearer $HF_TOKEN`` for an address on the Hub itself (``HF_ENDPOINT``'s host), and
+    nothing for any other host: a token never travels to a CDN or a teacher's web server. The Hub
+    serves small git-stored files (a ``config.json``) from its own address, so a gated or private
+    repository needs the token on those transfers too, not only on the metadata request."""
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if not token:
+        return {}
+    host = urllib.parse.urlsplit(url).netloc.lower()
+    return {"Authorization": f"Bearer {token}"} if host in _hub_hosts() else {}
+
+
+#: Hosts of the Hub endpoints this process has built addresses for (``--endpoint``, a mirror).
+_ENDPOINT_HOSTS: set[str] = set()
+
+
+def _hub_hosts() -> set[str]:
+    return {urllib.parse.urlsplit(HF_ENDPOINT).netloc.lower(), *_ENDPOINT_HOSTS}
+
+
+class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but drop the ``Authorization`` header when one leaves the host it was meant for."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            for name in list(new.headers):
+                if name.lower() == "authorization":
+                    del new.headers[name]
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoAuthAcrossHosts)
+
+
 def _request(url: str, *, headers: dict | None = None, timeout: float = 30.0):
-    """GET ``url``; turn each kind of failure into a :class:`DownloadError`."""
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    """GET ``url`` (with :func:`hub_headers`); turn each kind of failure into a :class:`DownloadError`."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **hub_headers(url), **(headers or {})})
     try:
-        return urllib.request.urlopen(req, timeout=timeout)
+        return _OPENER.open(req, timeout=timeout)
     except urllib.error.HTTPError as err:
-        hint = {401: "the server asks for a login: this source needs no account, so the address may be wrong",
+        hint = {401: "the server asks for a login: the file may be gated or private (set HF_TOKEN for the Hub) "
+                     "or the address is wrong",
                 403: "access denied: the file may be gated or the address expired; rerun later",
                 404: "not found: the dataset or model may have moved; check the address or --endpoint",
                 429: "too many requests: wait a few minutes and rerun (finished files are kept)"}.get(
@@ -308,6 +344,7 @@ def hub_url(repo_id: str, filename: str, repo_type: str = "model", endpoint: str
             revision: str = "main") -> str:
     """The resolve address of a Hub file (as ``huggingface_hub.hf_hub_url`` builds it)."""
     prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
+    _ENDPOINT_HOSTS.add(urllib.parse.urlsplit(endpoint).netloc.lower())  # HF_TOKEN goes to it (hub_headers)
     return f"{endpoint.rstrip('/')}/{prefix}{repo_id}/resolve/{revision}/{urllib.parse.quote(filename)}"
 
 
@@ -635,7 +672,7 @@ def fetch_osv5m(out: str | Path | None = None, cities: Sequence[str] = PAPER_CIT
     import numpy as np
     import pandas as pd
 
-    out = Path(out) if out else REPO_ROOT / "data" / "osv5m"
+    out = Path(out) if out else home() / "data" / "osv5m"
     shards = shards or OSV5M_SHARDS
     check_network(endpoint)
     claim_folder(out, "osv5m")
@@ -799,7 +836,7 @@ def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = GSV_
     images of each city into ``out/<City>/``. Needs a Kaggle account."""
     import numpy as np
 
-    out = Path(out) if out else REPO_ROOT / "data" / "gsv-cities"
+    out = Path(out) if out else home() / "data" / "gsv-cities"
     cities = match_gsv_cities(cities)  # before anything is downloaded
     exe = shutil.which(kaggle)
     if exe is None:
@@ -811,7 +848,7 @@ def fetch_gsv_cities(out: str | Path | None = None, cities: Sequence[str] = GSV_
     cache.mkdir(exist_ok=True)
     archive = next(iter(sorted(cache.glob("*.zip"))), None)
     if archive is None:
-        print(f"Downloading {GSV_DATASET} with the Kaggle tool (large: see README for the size); credentials: "
+        print(f"Downloading {GSV_DATASET} with the Kaggle tool (large: see docs/real-data.md for the size); credentials: "
               f"{credentials or 'none found by this script, so the Kaggle tool decides (e.g. a `kaggle auth login`)'}.")
         proc = subprocess.run([exe, "datasets", "download", "-d", GSV_DATASET, "-p", str(cache)])
         archive = next(iter(sorted(cache.glob("*.zip"))), None)
@@ -894,7 +931,7 @@ def fetch_segformer(variant: str = "b0", folder: str | Path | None = None, endpo
     if variant not in SEGFORMER_VARIANTS:
         raise DownloadError(f"No Segformer {variant!r}: choose from {', '.join(SEGFORMER_VARIANTS)}.")
     repo, input_size = SEGFORMER_VARIANTS[variant]
-    folder = Path(folder) if folder else REPO_ROOT / "models" / f"segformer-{variant}-ade20k"
+    folder = Path(folder) if folder else home() / "models" / f"segformer-{variant}-ade20k"
     claim_folder(folder, repo)
     for name in SEGFORMER_FILES:
         _, check = fetch_hub_file(repo, name, folder / name, endpoint=endpoint)
@@ -986,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         splits = [s.strip() for s in args.splits.split(",") if s.strip()]
         if args.list_cities:
-            out = Path(args.out) if args.out else REPO_ROOT / "data" / "osv5m"
+            out = Path(args.out) if args.out else home() / "data" / "osv5m"
             check_network(args.endpoint)
             claim_folder(out, "osv5m")
             table = city_counts(load_osv5m_metadata(out, splits, args.endpoint)).head(args.list_cities)

@@ -31,185 +31,18 @@ rank 0 alone claims, evaluates and writes the model, which loads like any other.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import sys
-import threading
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-#: Seconds between two touches of a claim file by the job that holds it.
-HEARTBEAT_S = 30.0
-#: A claim from another host with no heartbeat for this long is stale (``--stale-after``).
-STALE_AFTER_S = 600.0
-CLAIM = "claim.json"
-#: Tokens of the claims this process holds now (a claim of this pid with another token is a leftover).
-_HELD: set[str] = set()
-
-
-class ModelBusy(RuntimeError):
-    """Another live job holds the claim on this model."""
-
-
-# --------------------------------------------------------------------------
-# Claims
-# --------------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it runs
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
-def read_claim(path: Path) -> dict | None:
-    """The claim in ``path``: None when there is none, ``{}`` when it cannot be read (being written)."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        value = json.loads(text)
-        return value if isinstance(value, dict) else {}
-    except ValueError:
-        return {}
-
-
-def claim_is_stale(claim: dict, path: Path, stale_after: float = STALE_AFTER_S) -> tuple[bool, str]:
-    """Whether ``claim`` (read from ``path``) may be taken over, and why (or who holds it)."""
-    try:
-        age = time.time() - Path(path).stat().st_mtime
-    except FileNotFoundError:
-        return True, "it was just released"
-    if not claim:  # empty or half-written: its writer is within milliseconds of finishing
-        return (age > 60, f"it is unreadable and {age:.0f} s old") if age > 60 else (False, "being written")
-    pid, host = claim.get("pid"), claim.get("host")
-    if host == socket.gethostname() and isinstance(pid, int):
-        if pid == os.getpid():
-            if claim.get("token") not in _HELD:
-                return True, "it is a leftover of this very process"
-            return False, f"this process ({pid}) holds it already"
-        if not _pid_alive(pid):
-            return True, f"process {pid} no longer runs on this host"
-    if age > stale_after:
-        return True, f"no heartbeat for {age:.0f} s (more than {stale_after:.0f} s)"
-    return False, f"process {pid} on {host} since {claim.get('started', '?')}, last heartbeat {age:.0f} s ago"
-
-
-class Claim:
-    """An exclusive claim on training one model (see the module's docstring)."""
-
-    def __init__(self, folder: Path, name: str, stale_after: float = STALE_AFTER_S,
-                 heartbeat_s: float = HEARTBEAT_S, verbose: bool = True):
-        self.path = Path(folder) / CLAIM
-        self.name, self.stale_after, self.heartbeat_s, self.verbose = name, stale_after, heartbeat_s, verbose
-        self.token = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _content(self) -> dict:
-        return {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[:8]}
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(self._content(), indent=1))
-        return True
-
-    def acquire(self) -> "Claim":
-        for _ in range(5):
-            if self._create():
-                _HELD.add(self.token)
-                self._thread = threading.Thread(target=self._beat, daemon=True, name=f"claim-{self.name}")
-                self._thread.start()
-                return self
-            other = read_claim(self.path)
-            if other is None:  # released between our two looks: try again
-                continue
-            stale, why = claim_is_stale(other, self.path, self.stale_after)
-            if not stale:
-                raise ModelBusy(
-                    f"{self.name} is being trained by another job: {why} (claim {self.path}). Wait for it to "
-                    "finish (its model is then loaded from the cache), or, if that job is dead, delete the "
-                    f"claim file and run again; a claim with no heartbeat for {self.stale_after:.0f} s is taken "
-                    "over automatically.")
-            self._take_over(other, why)
-        raise ModelBusy(f"{self.name}: could not claim {self.path} after 5 tries (other jobs keep taking it).")
-
-    def _take_over(self, other: dict, why: str) -> None:
-        """Remove a stale claim, under a short-lived break lock so that two jobs never both remove one
-        and one of them then removes the other's fresh claim."""
-        lock = self.path.with_name(CLAIM + ".break")
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > 60:  # its holder died within its few milliseconds
-                    lock.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
-            time.sleep(0.2)
-            return
-        try:
-            os.close(fd)
-            if read_claim(self.path) == other:  # still the stale claim we judged
-                self.path.unlink(missing_ok=True)
-                if self.verbose:
-                    print(f"{self.name}: took over the stale claim of process {other.get('pid')} on "
-                          f"{other.get('host')} ({why}); an interrupted run resumes from last.pt.")
-        finally:
-            lock.unlink(missing_ok=True)
-
-    def _ours(self) -> bool:
-        claim = read_claim(self.path)
-        return bool(claim) and claim.get("token") == self.token
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            try:
-                if self._ours():
-                    os.utime(self.path)
-            except OSError:
-                pass
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._ours():
-            self.path.unlink(missing_ok=True)
-        _HELD.discard(self.token)
-
-
-@contextmanager
-def claim_model(folder: Path, name: str, stale_after: float | None = None, verbose: bool = True):
-    """Hold the claim on the model in ``folder`` while the block runs; :class:`ModelBusy` if another
-    live job holds it. ``stale_after`` defaults to ``$CITYVIZ_CLAIM_STALE_S`` or :data:`STALE_AFTER_S`."""
-    if stale_after is None:
-        stale_after = float(os.environ.get("CITYVIZ_CLAIM_STALE_S") or STALE_AFTER_S)
-    claim = Claim(folder, name, stale_after, verbose=verbose).acquire()
-    try:
-        yield claim
-    finally:
-        claim.release()
-
+from . import train as T
+from .claims import (CLAIM, HEARTBEAT_S, STALE_AFTER_S, Claim, ModelBusy, claim_is_stale,  # noqa: F401
+                     claim_model, read_claim)
 
 # --------------------------------------------------------------------------
 # DistributedDataParallel
@@ -224,8 +57,6 @@ def ddp_epoch(ddp: nn.Module, optimizer, scaler, train, order: torch.Tensor, fli
     DDP's gradient average equals the mean gradient of the whole batch (also for a short last batch). A
     rank whose part is empty (a last batch smaller than ``world``) runs one image at weight 0, so that
     every rank joins every gradient all-reduce. Returns this rank's summed loss and correct predictions."""
-    from .train import autocast, training_batch
-
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     ddp.train()
     n, total_loss, correct = len(order), 0.0, 0
@@ -235,8 +66,8 @@ def ddp_epoch(ddp: nn.Module, optimizer, scaler, train, order: torch.Tensor, fli
         weight = world / len(idx)
         if len(share) == 0:
             share, weight = idx[:1], 0.0
-        x, y = training_batch(train, share, flips, shifts, device)
-        with autocast(device, amp_dtype):
+        x, y = T.training_batch(train, share, flips, shifts, device)
+        with T.autocast(device, amp_dtype):
             logits = ddp(x)
             summed = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -251,6 +82,25 @@ def ddp_epoch(ddp: nn.Module, optimizer, scaler, train, order: torch.Tensor, fli
     return total_loss, correct
 
 
+def sync_batchnorm(model: nn.Module, device: torch.device, verbose: bool = False, name: str = "") -> nn.Module:
+    """BatchNorm under DDP (ResNet-18 has it; VGG-11 and the paper's plain networks do not).
+
+    Each rank sees its own part of every batch. On GPUs the BatchNorm layers become
+    ``SyncBatchNorm``, whose statistics are computed over the whole batch across the ranks, as in a
+    single-process run, so the recipe does not change with the number of GPUs (its weights and
+    buffers keep their names: the saved model loads into the plain network). PyTorch's
+    ``SyncBatchNorm`` runs on GPUs only, so on CPUs (gloo) each rank keeps plain BatchNorm over its
+    own ``batch / world_size`` images, which is said once."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if verbose:
+        print(f"{name}: BatchNorm statistics per process on the CPU (SyncBatchNorm needs GPUs): each process "
+              "normalises its own share of every batch.")
+    return model
+
+
 def train_model_ddp(settings, data, arch: str, seed: int, train, val, device: torch.device,
                     verbose: bool = True, stale_after: float | None = None):
     """Train one model with DistributedDataParallel (the process group is set up), or load it when
@@ -260,7 +110,6 @@ def train_model_ddp(settings, data, arch: str, seed: int, train, val, device: to
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from . import train as T
     from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_params, set_dropout
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -323,6 +172,7 @@ def train_model_ddp(settings, data, arch: str, seed: int, train, val, device: to
                 raise RuntimeError(f"{name}: {last} cannot be resumed under DDP ({type(err).__name__}: {err}); "
                                    "run once without torchrun (it starts over) or move the file away.") from None
         dist.barrier()  # every rank has read last.pt before rank 0 overwrites it
+        model = sync_batchnorm(model, device, verbose and rank == 0, name)
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
@@ -462,7 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_ddp(args, settings, pairs if index is None else [pairs[index]], rank, world)
 
     from . import data as cvdata
-    from . import train as T
 
     data = cvdata.load_dataset(settings)
     if args.list:
@@ -497,7 +346,6 @@ def _main_ddp(args, settings, pairs, rank: int, world: int) -> int:
     import torch.distributed as dist
 
     from . import data as cvdata
-    from . import train as T
 
     if args.list:
         print("error: --list needs no torchrun; run it as a plain command.", file=sys.stderr)

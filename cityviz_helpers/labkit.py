@@ -63,17 +63,19 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.parse
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from .artifacts import MARKER
-from .settings import REPO_ROOT, Settings, get_settings, settings_hash
+from .settings import REPO_ROOT, Settings, get_settings, in_clone, settings_hash
 
 FORMAT = "cityviz-lab-pack"
 FORMAT_VERSION = 1
@@ -99,18 +101,23 @@ def _jsonable(value: Any) -> Any:
 
 
 def code_fingerprint() -> str:
-    """sha256 over the package's own files (sources and data; caches excluded)."""
+    """sha256 over the package's own files (sources and data; caches excluded). The notebooks that ship
+    with the package (``notebooks/``: a link to the repository's folder in a clone, copies in a wheel) are
+    left out: they compute no artifact key, and a clone and a pip install of one commit must agree."""
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(p for p in package.rglob("*") if p.is_file()):
         rel = path.relative_to(package).as_posix()
-        if "__pycache__" in rel.split("/") or rel.endswith((".pyc", ".pyo")):
+        parts = rel.split("/")
+        if "__pycache__" in parts or parts[0] == "notebooks" or rel.endswith((".pyc", ".pyo")):
             continue
         digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
 def _git_commit() -> str | None:
+    if not in_clone():  # a pip install: site-packages is not a git checkout (or is someone else's)
+        return None
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
@@ -318,6 +325,7 @@ def pack(settings: Settings | None = None, output_dir: str | os.PathLike | None 
         if verbose:
             print(f"{target} already exists: it holds these settings and exactly these files (its name is a "
                   "hash of them), so it was left as it is.")
+        write_checksum(target)
         return target
     partial = out_dir / f".{target.name}.partial-{os.getpid()}"
     manifest_bytes = json.dumps(manifest, indent=1).encode()
@@ -339,6 +347,7 @@ def pack(settings: Settings | None = None, output_dir: str | os.PathLike | None 
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    write_checksum(target)
     if verbose:
         size = target.stat().st_size / 1e6
         print(f"Packed {len(units)} artifact folders ({n_files} files) of profile {settings.profile!r}, data "
@@ -355,8 +364,124 @@ def pack(settings: Settings | None = None, output_dir: str | os.PathLike | None 
                   f"({', '.join(missing)}); each seat would train them. Finish the run (`make tutorial`) "
                   "and pack again.")
         print(f"On each seat: make lab-unpack FILE={target} (with the same CITYVIZ_PROFILE and "
-              "CITYVIZ_OVERRIDES as here).")
+              "CITYVIZ_OVERRIDES as here). Or put the archive and its .sha256 file on a web server (or a "
+              "Hugging Face dataset) and give its https:// address instead of the file: "
+              "make lab-unpack FILE=https://..., or CITYVIZ_PACK=https://... before the notebooks' setup cell.")
     return target
+
+
+# --------------------------------------------------------------------------
+# An archive on a web server
+# --------------------------------------------------------------------------
+
+
+def write_checksum(archive: Path) -> Path:
+    """``<archive>.sha256`` in ``sha256sum`` format, so a copy on a web server can be checked."""
+    archive = Path(archive)
+    side = archive.with_name(archive.name + ".sha256")
+    if not side.exists():
+        line = f"{_sha256(archive)}  {archive.name}\n"
+        from .utils import atomic_write
+
+        atomic_write(side, lambda tmp: Path(tmp).write_text(line))
+    return side
+
+
+def is_address(file: str | os.PathLike) -> bool:
+    return str(file).lower().startswith(("https://", "http://"))
+
+
+def _expected_sha256(url: str) -> tuple[str | None, str, object]:
+    """What the archive at ``url`` must hash to, where that came from, and how to renew an expired
+    address. In order: a ``#sha256=<hex>`` fragment (pip's convention for pinned downloads); for a
+    file on the Hugging Face Hub, the sha256 the Hub publishes (``X-Linked-Etag``); else the
+    ``<address>.sha256`` file ``make lab-pack`` writes beside the archive, when the server has one.
+    The per-file sha256 in the archive's manifest is checked in every case."""
+    from . import download as dl
+
+    base, _, fragment = url.partition("#")
+    pinned = dict(urllib.parse.parse_qsl(fragment)).get("sha256")
+    if pinned:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", pinned):
+            raise LabKitError(f"The #sha256= part of {base} is not 64 hexadecimal digits.")
+        return pinned.lower(), "the address's #sha256", None
+    if urllib.parse.urlsplit(base).netloc.lower() in dl._hub_hosts() and "/resolve/" in base:
+        target = dl.resolve_hub_file(base)
+        return target.sha256, "the Hub's sha256 (X-Linked-Etag)", lambda: dl.resolve_hub_file(base).location
+    try:
+        with dl._request(base + ".sha256", timeout=30) as resp:
+            text = resp.read(4096).decode("ascii", "replace")
+    except dl.DownloadError as err:
+        if err.status in (403, 404, 410):
+            return None, "none beyond the manifest (no .sha256 file beside the archive)", None
+        raise
+    found = re.match(r"\s*([0-9a-fA-F]{64})\b", text)
+    if not found:
+        raise LabKitError(f"{base}.sha256 does not start with a sha256 ({text[:60]!r}); upload the .sha256 file "
+                          "that `make lab-pack` wrote beside the archive.")
+    return found.group(1).lower(), f"{dl._show(base)}.sha256", None
+
+
+def pack_name(url: str) -> str:
+    """The archive's file name, from the last part of its address (nothing is asked of the server)."""
+    name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url.partition("#")[0]).path).name)
+    if not name or not _safe_member_name(name):
+        raise LabKitError(f"{url} does not end in a file name; give the address of the archive itself "
+                          "(…/lab-pack-<profile>-<dataset>-<hash>.tar.gz).")
+    return name
+
+
+def fetch_pack(url: str, folder: str | os.PathLike | None = None, verbose: bool = True) -> Path:
+    """Download the archive at ``url`` (``https://``, or ``http://`` on a lab's own network) into
+    ``folder`` (default ``<home>/downloads``) and return its path.
+
+    Resumable: an interrupted transfer leaves ``<name>.part`` and the next call goes on from its
+    last byte (HTTP ranges; a server without them starts over). Redirects are followed (a release
+    asset or a Hub file is served from a CDN), and an expired signed address is renewed once.
+    Verified: against the sha256 :func:`_expected_sha256` finds, before the file gets its name.
+    Never overwriting: a finished archive of that name is reused (checked against the sha256 when
+    one is known; a different file of that name is an error, and is left where it is).
+    """
+    from . import download as dl
+    from .settings import home
+
+    base = url.partition("#")[0]
+    name = pack_name(url)
+    folder = Path(folder) if folder is not None else home() / "downloads"
+    dest = folder / name
+    try:
+        sha, source, renew = _expected_sha256(url)
+        if dest.exists():
+            if sha and _sha256(dest) != sha:
+                raise LabKitError(f"{dest} exists but is not the archive at {dl._show(base)} (its sha256 differs "
+                                  f"from {source}). It was left as it is; move it away and rerun.")
+            if verbose:
+                print(f"{dest} is already here" + (" (sha256 checked)." if sha else "."))
+            return dest
+        if verbose:
+            print(f"Fetching {dl._show(base)} into {folder} (verified by {source}).")
+        dl.fetch_file(base, dest, sha256=sha, resolve=renew, label=name, show_progress=verbose)
+    except dl.DownloadError as err:
+        raise LabKitError(f"Could not fetch the lab pack: {err}") from None
+    return dest
+
+
+def _installed_marker(settings: Settings, archive: Path) -> Path:
+    """A note, beside (not inside) the artifact folder, that ``archive`` was installed there."""
+    return settings.artifacts_dir.with_name(f".{settings.dataset_name}.installed-{archive.name}.json")
+
+
+def ensure_pack(source: str | os.PathLike, settings: Settings | None = None, verbose: bool = True) -> dict | None:
+    """Install the teacher's archive (a file or an address) unless it was installed here before: the
+    one call behind ``CITYVIZ_PACK`` in each notebook's setup cell. Returns :func:`unpack`'s result,
+    or None when it had been installed already."""
+    settings = settings or get_settings()
+    name = pack_name(str(source)) if is_address(source) else Path(source).name
+    if _installed_marker(settings, Path(name)).exists():  # every later notebook: no file, no server asked
+        if verbose:
+            print(f"Lab pack {name} is installed (from an earlier run); the notebooks load its steps.")
+        return None
+    return unpack(source, settings, verbose=verbose)
 
 
 # --------------------------------------------------------------------------
@@ -470,7 +595,7 @@ def unpack(file: str | os.PathLike, settings: Settings | None = None, *, install
     """
     settings = settings or get_settings()
     start = time.perf_counter()
-    path = Path(file).expanduser()
+    path = fetch_pack(str(file), verbose=verbose) if is_address(file) else Path(file).expanduser()
     root = settings.artifacts_dir
     tar = _open(path)
     staging = None
@@ -563,6 +688,10 @@ def unpack(file: str | os.PathLike, settings: Settings | None = None, *, install
         tar.close()
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+    if install:
+        marker = _installed_marker(settings, path)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"archive": str(path), "installed": installed, "kept": kept}, indent=1))
     seconds = time.perf_counter() - start
     result = {"installed": installed, "kept": kept, "files": len(expected), "seconds": seconds}
     if verbose:
@@ -590,7 +719,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     for name, text in (("unpack", "verify an archive and install it into artifacts/, overwriting nothing"),
                        ("verify", "verify an archive against these settings; install nothing")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("file", help="the archive `pack` wrote")
+        p.add_argument("file", help="the archive `pack` wrote: a file, or its https:// address on a web server "
+                                    "or the Hugging Face Hub (fetched into <home>/downloads, resumable)")
         p.add_argument("--allow-other-code", action="store_true",
                        help="accept an archive made by other cityviz code (another commit) when the version "
                             "numbers in artifact keys agree")

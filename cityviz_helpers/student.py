@@ -59,7 +59,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .settings import REPO_ROOT
+from .settings import home
 
 CODE_BEGIN, CODE_END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
@@ -218,9 +218,13 @@ def make_student(source: str | Path | None = None, out: str | Path | None = None
     that was changed since, e.g. a student's answers, is kept and reported.
     All markers of all notebooks are checked before anything is written.
     """
-    source = Path(source) if source is not None else REPO_ROOT / "notebooks"
+    if source is None:
+        from .tutorial import notebook_dir
+
+        source = notebook_dir()
+    source = Path(source)
     if out is None:
-        out = Path(os.environ.get("CITYVIZ_OUTPUTS", "").strip() or REPO_ROOT / "outputs") / "student"
+        out = Path(os.environ.get("CITYVIZ_OUTPUTS", "").strip() or home() / "outputs") / "student"
     out = Path(out)
     paths = sorted(source.glob("*.ipynb"))
     if not paths:

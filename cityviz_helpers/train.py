@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .claims import claim_model
 from .data import CityData, open_rgb
 from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_params, set_dropout
 from .settings import Settings, settings_hash
@@ -43,14 +44,44 @@ class CheckpointError(ValueError):
 
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """CUDA if present, else Apple MPS, else CPU (or the given device)."""
+    """CUDA if present, else Apple MPS, else CPU (or the given device, e.g. ``"cuda:1"``).
+
+    On a machine with several GPUs, a job started by ``torchrun`` (or any launcher that sets
+    ``LOCAL_RANK``) takes GPU ``LOCAL_RANK``, so independent jobs do not all land on GPU 0;
+    without it, ``CUDA_VISIBLE_DEVICES`` or an explicit ``"cuda:<n>"`` chooses."""
     if preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():
+        local = os.environ.get("LOCAL_RANK", "").strip()
+        if local.isdigit() and int(local) < torch.cuda.device_count():
+            return torch.device("cuda", int(local))
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device a model lives on (that of its first parameter or buffer; the CPU for none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def model_input(model: nn.Module, images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 3, H, W), as ``model`` takes them: float, normalised, on the model's device.
+    Use it wherever a cell or helper feeds images to a model, so that the same code runs on a CPU,
+    a CUDA GPU or Apple's MPS."""
+    return normalise(images_uint8, device_of(model))
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as a NumPy array, wherever it lives: detached from autograd, copied to the CPU
+    (a GPU tensor has no NumPy view), and bfloat16/float16 widened to float32 (NumPy has no bfloat16)."""
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
 
 
 # --------------------------------------------------------------------------
@@ -317,7 +348,7 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 200,
             device: torch.device | None = None) -> torch.Tensor:
     """Class probabilities (N, n_classes) for uint8 images."""
-    device = device or next(model.parameters()).device
+    device = device or device_of(model)
     model.eval()
     out = [torch.softmax(model(normalise(images[i:i + batch_size], device)).float(), 1).cpu()
            for i in range(0, len(images), batch_size)]
@@ -408,15 +439,13 @@ def train_model(settings: Settings, data: CityData, arch: str, seed: int, train:
     """Train one model (or load it if finished, or resume it if interrupted).
 
     While it trains, the model is claimed (``claim.json`` in its folder, see
-    :mod:`cityviz_helpers.jobs`), so that two jobs sharing one cache never train
+    :mod:`cityviz_helpers.claims`), so that two jobs sharing one cache never train
     it twice: a model another live job is training raises
-    :class:`~cityviz_helpers.jobs.ModelBusy`. ``_after_batch(epoch, batch)`` is a
+    :class:`~cityviz_helpers.claims.ModelBusy`. ``_after_batch(epoch, batch)`` is a
     test hook that may raise to simulate a kill.
     """
     folder = model_dir(settings, data, arch, seed)
     if not (folder / "model.json").exists():
-        from .jobs import claim_model
-
         folder.mkdir(parents=True, exist_ok=True)
         with claim_model(folder, f"{arch}-s{seed}", verbose=verbose):
             return _train_model(settings, data, arch, seed, train, val, device, verbose, _after_batch)

@@ -16,19 +16,48 @@ import time
 from pathlib import Path
 
 from .results import merge_results
-from .settings import REPO_ROOT, get_settings
+from .settings import REPO_ROOT, get_settings, home, in_clone
 from .utils import atomic_write
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+#: The notebooks that ship inside the package (in a clone, a link to the repository's ``notebooks/``).
+SHIPPED = Path(__file__).resolve().parent / "notebooks"
 
 
-def notebooks(selection: list[str] | None = None) -> list[Path]:
-    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+def notebook_dir(verbose: bool = True) -> Path:
+    """Where the series' notebooks are run from: the clone's ``notebooks/``; after a pip install,
+    ``<home>/notebooks/`` (:func:`cityviz_helpers.settings.home`), filled from the copies shipped
+    in the package. A notebook already there is never overwritten: when it differs from the
+    shipped one (a student's edits, or an older release), it is kept and this says so."""
+    if in_clone():
+        return REPO_ROOT / "notebooks"
+    import shutil
+
+    folder = home() / "notebooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    shipped = sorted(SHIPPED.glob("[0-9][0-9]_*.ipynb"))
+    if not shipped:
+        raise SystemExit(f"This installation of cityviz has no notebooks in {SHIPPED}; reinstall it "
+                         "(pip install cityviz) or run from a clone of the repository.")
+    for nb in shipped:
+        mine = folder / nb.name
+        if not mine.exists():
+            atomic_write(mine, lambda tmp, nb=nb: shutil.copyfile(nb, tmp))
+        elif verbose and mine.read_bytes() != nb.read_bytes():
+            print(f"Kept your copy of {nb.name} in {folder} (it differs from the one this cityviz ships; "
+                  f"move yours away to get the shipped one, which is {nb}).")
+    return folder
+
+
+def notebooks(selection: list[str] | None = None, folder: Path | None = None) -> list[Path]:
+    folder = folder or notebook_dir()
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if selection:
         found = [nb for nb in found if any(nb.name.startswith(s) for s in selection)]
         if not found:
             raise SystemExit(f"No notebook matches {selection}; the series has "
-                             f"{', '.join(p.name for p in sorted(NOTEBOOK_DIR.glob('*.ipynb')))}.")
+                             f"{', '.join(p.name for p in sorted(folder.glob('*.ipynb')))}.")
+    if not found:
+        raise SystemExit(f"No notebooks (NN_*.ipynb) in {folder}: nothing to run.")
     return found
 
 
@@ -58,17 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="synthetic (default) or an ImageFolder path; else $CITYVIZ_DATA")
     parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these, e.g. 01 02")
     parser.add_argument("--in-place", action="store_true", help="refresh the committed notebooks' outputs")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument("--timeout", type=int, default=4500,
+                        help="seconds allowed per cell (3x notebook 02's training cell on a 2-core CPU in float32)")
     args = parser.parse_args(argv)
 
+    if args.in_place and not in_clone():
+        parser.error("--in-place refreshes the repository's committed notebooks; run it in a clone.")
     settings = get_settings(args.profile, args.data)
     os.environ["CITYVIZ_PROFILE"] = settings.profile
     os.environ["CITYVIZ_DATA"] = settings.data
     out_dir = settings.outputs_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
-    print(f"Running the cityviz notebooks with profile '{settings.profile}' on data '{settings.data}'.")
-    for nb in notebooks(args.only):
+    folder = notebook_dir()
+    print(f"Running the cityviz notebooks in {folder} with profile '{settings.profile}' on data "
+          f"'{settings.data}'.")
+    for nb in notebooks(args.only, folder):
         start = time.perf_counter()
         print(f"  {nb.name} ...", end=" ", flush=True)
         try:
@@ -77,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 import papermill
 
-                papermill.execute_notebook(str(nb), str(out_dir / nb.name), cwd=str(NOTEBOOK_DIR),
+                papermill.execute_notebook(str(nb), str(out_dir / nb.name), cwd=str(folder),
                                            parameters={"PROFILE": settings.profile, "DATA": settings.data},
                                            kernel_name="python3", progress_bar=False,
                                            execution_timeout=args.timeout, extra_arguments=KERNEL_ARGS)

@@ -22,7 +22,7 @@ def progress(iterable=None, disable: bool | None = None, **kwargs):
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and (if installed) PyTorch, and make cuDNN deterministic."""
+    """Seed Python, NumPy and (if installed) PyTorch; make cuDNN, and on a GPU PyTorch, deterministic."""
     random.seed(seed)
     import numpy as np
 
@@ -34,6 +34,13 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+    if torch.cuda.is_available():
+        # On a GPU, same seed, same settings, same machine give the same numbers only with PyTorch's
+        # deterministic mode (cuBLAS needs its workspace fixed before its first use). warn_only: an
+        # operation without a deterministic GPU kernel warns instead of stopping the notebook. The
+        # CPU kernels the series uses are deterministic already, so CPU results do not change.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def atomic_write(path, write) -> None:
@@ -58,13 +65,14 @@ def atomic_write(path, write) -> None:
 
 
 def short_path(path) -> str:
-    """The path relative to the repository (or the working directory) when it is inside it."""
+    """The path relative to cityviz's home (the clone, or ``CITYVIZ_HOME``) or the working directory
+    when it is inside one of them."""
     from pathlib import Path
 
-    from .settings import REPO_ROOT
+    from .settings import home
 
     path = Path(path)
-    for base in (REPO_ROOT, Path.cwd()):
+    for base in (home(), Path.cwd()):
         try:
             return str(path.relative_to(base))
         except ValueError:

@@ -32,7 +32,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "c0ffee" + "0" * 34  # the revision every repo of the stand-in Hub is at
-LFS_SUFFIXES = (".csv", ".zip", ".safetensors", ".pth", ".bin")  # stored with LFS/Xet on the Hub
+# stored with LFS/Xet on the Hub: the patterns of the .gitattributes a new Hub repository starts with
+# (*.bin, *.csv in datasets, *.gz, *.pth, *.safetensors, *.zip, ...) among them
+LFS_SUFFIXES = (".csv", ".zip", ".safetensors", ".pth", ".bin", ".gz")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -106,11 +108,15 @@ class _Quiet(BaseHTTPRequestHandler):
 
 
 class FileServer:
-    """Serves ``files`` (URL path -> bytes) directly, like download.pytorch.org:
-    ranges, and faults on demand (a dropped transfer, ranges ignored)."""
+    """Serves ``files`` (URL path -> bytes) like a static file host (download.pytorch.org, a web
+    server, a release page): ranges, redirects, and faults on demand (a dropped transfer, ranges
+    ignored)."""
 
     def __init__(self, files: dict[str, bytes]):
         self.files = dict(files)
+        # path -> path on this server answered with a 302 to it, as a static host hands a release asset
+        # to its storage (GitHub's "Get a release asset" answers 302 with the Location of the file)
+        self.redirects: dict[str, str] = {}
         self.no_range: set[str] = set()
         self.drop: dict[str, int] = {}  # path -> cut the next transfer longer than this after that many bytes (once)
         self.log: list[tuple[str, str | None]] = []
@@ -122,6 +128,12 @@ class FileServer:
                 path = self.path.split("?")[0]
                 rng = self.headers.get("Range")
                 server.log.append((path, rng))
+                if path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.url + server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path not in server.files:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -163,7 +175,8 @@ class HubServer:
     * ``no_range``: CDN paths (repo paths) whose Range headers are ignored;
     * ``corrupt``: repo paths whose bytes (from the CDN, or from the Hub for a
       small file) have one flipped byte (the Hub's hash then no longer matches);
-    * ``no_commit_header``: answer like a server that is not a Hub.
+    * ``no_commit_header``: answer like a server that is not a Hub;
+    * ``gated``: repos that answer 401 to a request without ``Authorization: Bearer <token>``.
     """
 
     def __init__(self, repos: dict[str, dict[str, bytes]], ttl: float = 3600.0):
@@ -173,6 +186,8 @@ class HubServer:
         self.no_range: set[str] = set()
         self.corrupt: set[str] = set()
         self.no_commit_header = False
+        self.gated: set[str] = set()  # repos answering 401 unless "Authorization: Bearer <token>" comes along
+        self.token = "hf_" + "t" * 34
         self.log: list[tuple[str, str, str | None]] = []  # (host "hub"/"cdn", path, Range header)
         self.authorized: list[tuple[str, bool]] = []  # (host, whether an Authorization header came along)
         self.sent: dict[str, int] = {}  # CDN body bytes per repo path
@@ -197,6 +212,14 @@ class HubServer:
                 hub.authorized.append(("hub", "Authorization" in self.headers))
                 repo, revision, name, body = find(path)
                 common = {} if hub.no_commit_header else {"X-Repo-Commit": COMMIT}
+                if repo in hub.gated and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                    # a gated or private repository asked without the user's token: 401, as the Hub answers
+                    self.send_response(401)
+                    self.send_header("X-Error-Code", "GatedRepo")
+                    self.send_header("X-Error-Message", "Access to this repository is restricted")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if body is None or revision not in ("main", COMMIT):
                     self.send_response(404)
                     self.send_header("X-Error-Code", "EntryNotFound" if repo else "RepoNotFound")

@@ -142,3 +142,27 @@ def test_behind_a_proxy_the_quick_network_check_steps_aside(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")  # huggingface_hub and urllib go through it
     monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
     dl.check_network(f"http://10.255.255.1:{port}", timeout=0.5)  # no direct connection is tried
+
+
+def test_token_reaches_every_hub_request_of_a_gated_repository(tmp_path, monkeypatch):
+    """A gated or private repository answers 401 without the token: to the metadata request and
+    to the transfer of a small git-stored file from the Hub's own address alike."""
+    repo = "someone/private-segformer"
+    config = json.dumps({"architecture": "Segformer"}).encode()
+    with HubServer({repo: {"config.json": config}}) as hub:
+        hub.gated.add(repo)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        with pytest.raises(dl.DownloadError, match="401.*HF_TOKEN"):
+            dl.fetch_hub_file(repo, "config.json", tmp_path / "no-token.json", endpoint=hub.url)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        dest, check = dl.fetch_hub_file(repo, "config.json", tmp_path / "config.json", endpoint=hub.url)
+        assert dest.read_bytes() == config and check.startswith("git blob id")
+        asked = [sent for host, sent in hub.authorized if host == "hub"]
+    assert asked[-2:] == [True, True]  # the metadata request and the transfer
+
+
+def test_a_token_never_travels_to_another_host(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    assert dl.hub_headers(dl.HF_ENDPOINT + "/datasets/a/b/resolve/main/x.csv")["Authorization"].startswith("Bearer ")
+    assert dl.hub_headers("https://cdn-lfs.example.org/x.csv") == {}
+    assert dl.hub_headers("https://teacher.example.org/lab-pack.tar.gz") == {}

@@ -321,3 +321,102 @@ def test_expected_dataset_key_is_the_key_the_dataset_step_computes():
     from cityviz_helpers.data import synthetic_artifact
 
     assert synthetic_artifact(s, verbose=False).key == labkit.expected_dataset_key(s)
+
+
+# --------------------------------------------------------------------------
+# The archive on a web server (a static host, or a Hugging Face dataset)
+# --------------------------------------------------------------------------
+
+
+def test_unpack_from_a_static_host_resumes_follows_redirects_and_verifies(tmp_path, monkeypatch, capsys):
+    from httpfixture import FileServer
+
+    s, _, _, stale = make_run()
+    want = expected_files(s, stale)
+    archive = labkit.pack(s, verbose=False)
+    side = archive.with_name(archive.name + ".sha256")
+    assert side.read_text() == f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  {archive.name}\n"
+    move_away(s)
+    monkeypatch.setenv("CITYVIZ_HOME", str(tmp_path / "seat"))
+    body = archive.read_bytes()
+    files = {f"/store/{archive.name}": body, f"/store/{archive.name}.sha256": side.read_bytes()}
+    with FileServer(files) as server:
+        # the teacher's address redirects to storage, as a release asset does; the transfer drops halfway
+        server.redirects = {f"/release/{archive.name}": f"/store/{archive.name}",
+                            f"/release/{archive.name}.sha256": f"/store/{archive.name}.sha256"}
+        server.drop[f"/store/{archive.name}"] = len(body) // 2
+        url = f"{server.url}/release/{archive.name}"
+        result = labkit.ensure_pack(url, s)
+        ranges = [rng for path, rng in server.log if path == f"/store/{archive.name}"]
+        assert ranges[0] is None and ranges[1] == f"bytes={len(body) // 2}-"  # resumed, not started over
+        assert tree(s.artifacts_dir) == want and len(result["installed"]) > 3
+        fetched = tmp_path / "seat" / "downloads" / archive.name
+        assert fetched.read_bytes() == body and not list(fetched.parent.glob("*.part"))
+        assert "verified by" in capsys.readouterr().out
+
+        # a second call (the next notebook's setup cell) installs nothing and transfers nothing
+        n_requests = len(server.log)
+        assert labkit.ensure_pack(url, s, verbose=False) is None
+        assert all(path.endswith(".sha256") for path, _ in server.log[n_requests:])
+
+
+def test_a_damaged_transfer_or_a_different_file_installs_nothing(tmp_path, monkeypatch):
+    from httpfixture import FileServer
+
+    s, _, _, _ = make_run()
+    archive = labkit.pack(s, verbose=False)
+    move_away(s)
+    monkeypatch.setenv("CITYVIZ_HOME", str(tmp_path / "seat"))
+    body = bytearray(archive.read_bytes())
+    body[len(body) // 3] ^= 0xFF  # a flipped byte in transit
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with FileServer({f"/{archive.name}": bytes(body), f"/{archive.name}.sha256": f"{sha}  x\n".encode()}) as server:
+        with pytest.raises(labkit.LabKitError, match="Checksum mismatch"):
+            labkit.unpack(f"{server.url}/{archive.name}", s)
+        assert not s.artifacts_dir.exists()
+        downloads = tmp_path / "seat" / "downloads"
+        assert not (downloads / archive.name).exists() and (downloads / f"{archive.name}.part.bad").exists()
+        # a file of that name that is not this archive is left alone, and said so
+        (downloads / archive.name).write_bytes(b"the student's own file")
+        with pytest.raises(labkit.LabKitError, match="left as it is"):
+            labkit.unpack(f"{server.url}/{archive.name}#sha256={sha}", s)
+        assert (downloads / archive.name).read_bytes() == b"the student's own file"
+    with pytest.raises(labkit.LabKitError, match="file name"):
+        labkit.fetch_pack("https://example.org/")
+
+
+def test_unpack_from_a_hugging_face_dataset_uses_the_hubs_sha256(tmp_path, monkeypatch):
+    from httpfixture import HubServer
+
+    from cityviz_helpers import download as dl
+
+    s, _, _, stale = make_run()
+    want = expected_files(s, stale)
+    archive = labkit.pack(s, verbose=False)
+    move_away(s)
+    monkeypatch.setenv("CITYVIZ_HOME", str(tmp_path / "seat"))
+    repo = "datasets/a-teacher/cityviz-lab"
+    with HubServer({repo: {archive.name: archive.read_bytes()}}) as hub:
+        monkeypatch.setattr(dl, "HF_ENDPOINT", hub.url)
+        labkit.unpack(f"{hub.url}/{repo}/resolve/main/{archive.name}", s)
+        assert [host for host, _, _ in hub.log].count("cdn") == 1  # stored file: the bytes come from the CDN
+    assert tree(s.artifacts_dir) == want
+
+
+def test_the_setup_cell_loads_a_teachers_pack_once_and_says_how_to_get_a_gpu(tmp_path, monkeypatch, capsys):
+    import cityviz_helpers as cv
+
+    s, _, _, stale = make_run()
+    want = expected_files(s, stale)
+    archive = labkit.pack(s, verbose=False)
+    move_away(s)
+    monkeypatch.setenv("CITYVIZ_OVERRIDES", json.dumps(TINY))  # the teacher's settings, as the notebooks get them
+    monkeypatch.setenv("CITYVIZ_PACK", str(archive))
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-20261201")  # what a Colab runtime sets
+    monkeypatch.setattr(train, "pick_device", lambda preference="auto": torch.device("cpu"))
+    assert cv.setup() == cv.home()
+    out = capsys.readouterr().out
+    assert "No GPU in this colab session" in out and "Change runtime type" in out
+    assert tree(s.artifacts_dir) == want
+    cv.setup()
+    assert "is installed (from an earlier run)" in capsys.readouterr().out

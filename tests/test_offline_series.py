@@ -71,7 +71,7 @@ def test_arch_vs_init_record_with_a_segmenter_keeps_every_number():
     assert record["within_arch_mask_iou"] == 0.5 and record["mask_iou_p_value"] == 1.0
     assert record["verdict"] == "some verdict" and record["threshold"] == 0.5
     assert record["per_architecture"]["objects"]["a"] == {"within": 0.1, "between": 0.9, "gap": 0.8}
-    assert [r["verdict"] for r in record["rows"]] == ["no evidence", "no evidence"]  # 1/3 is the floor: not < 0.05
+    assert [r["verdict"] for r in record["rows"]] == ["too few models"] * 2  # 1/3 is the floor: p never < 0.05
 
 
 def test_arch_vs_init_record_without_a_segmenter_says_what_it_skipped_and_fills_in_nothing():
@@ -167,7 +167,11 @@ def test_all_five_notebooks_run_offline_on_photos_without_any_weights(tmp_path):
     arch = results["arch_vs_init"]
     assert arch["verdict_measure"] == "mask IoU" and arch["verdict"] and arch["n_groupings"] == 105
     assert "within_arch_distance" not in arch and "No ADE20K segmentation model" in next(iter(arch["skipped"].values()))
-    assert arch["rows"] and all(r["name"].startswith("masks (1 − IoU)") for r in arch["rows"])
+    # without a segmenter every row, controls included, is a mask-overlap row; no object row is made
+    assert arch["rows"] and all("masks (1 − IoU)" in r["name"] and "objects" not in r["name"] for r in arch["rows"])
+    assert [r["kind"] for r in arch["rows"]].count("primary") == 1 and arch["rows"][0]["kind"] == "primary"
+    assert {r["kind"] for r in arch["rows"]} == {"primary", "variant", "control"}
+    assert len(arch["conclusion"]["controls"]) == 2 and all(r["gap_ci95"] for r in arch["rows"])
     assert 0 <= arch["within_arch_mask_iou"] <= 1 and 0 <= arch["between_arch_mask_iou"] <= 1
     segmentation = results["segmentation"]
     assert segmentation["val_seg_miou"] is None and "thresholds" not in segmentation

@@ -12,42 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
 
-from cityviz_helpers import download as dl
-
-from httpfixture import HubServer
-import osv5m_fixture as fx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CITIES = {"Tokyo_NaN_Tokyo_JP": 40, "Pittsburgh_NaN_Pennsylvania_US": 40, "Paris_NaN_Ile-de-France_FR": 40}
-
-
-@pytest.fixture(scope="module")
-def real_world(tmp_path_factory):
-    import segmentation_models_pytorch as smp
-    from torchvision.models import resnet18
-
-    root = tmp_path_factory.mktemp("real")
-    files, _ = fx.build(cities=CITIES, missing=0, size=64)
-    with HubServer({fx.REPO: files}) as server:
-        report = dl.fetch_osv5m(root / "osv5m", ["Tokyo", "Pittsburgh", "Paris"], per_city=40,
-                                endpoint=server.url, shards={"test": 2})
-    assert report.written == {"Tokyo": 40, "Pittsburgh": 40, "Paris": 40}
-    torch.manual_seed(0)
-    smp.Segformer(encoder_name="mit_b0", encoder_weights=None, classes=150).save_pretrained(str(root / "segformer"))
-    cache = root / "torch" / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    torch.save(resnet18(weights=None).state_dict(), cache / Path(dl.weights_url("resnet18")).name)
-    overrides = {"dataset": {"max_per_city": None, "min_side": 16},
-                 "train": {"epochs": 2, "lr_step": 1},
-                 "gradcam": {"randomization_images": 10},
-                 "clustering": {"min_area": 8, "k_range": [2, 4], "tsne_perplexity": 5},
-                 "segmentation": {"ade20k_folder": str(root / "segformer"), "ade20k_input_size": 64,
-                                  "n_boot": 50, "n_perm": 200}}
-    (root / "overrides.json").write_text(json.dumps(overrides))
-    return root
 
 
 def test_every_notebook_runs_on_downloaded_real_format_images(real_world):

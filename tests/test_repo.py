@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from cityviz_helpers import __version__
+from cityviz_helpers.hosted import DEFAULT_INSTALL, SETUP_CELL
+
 ROOT = Path(__file__).resolve().parent.parent
 CONDA_NAMES = {"torch": "pytorch"}  # conda-forge's name, if listed in the conda section
 
@@ -19,7 +22,8 @@ def _name(requirement: str) -> str:
 
 def test_environment_yml_pins_every_requirement_of_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    wanted = [_name(r) for r in project["dependencies"] + extras["lab"] + extras["dev"] if _name(r) != "cityviz"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pinned = {}
     for dep in env["dependencies"]:
@@ -39,7 +43,8 @@ def test_committed_notebooks_are_clean_top_to_bottom_runs():
     for nb_path in notebooks:
         nb = json.loads(nb_path.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
-        assert "parameters" in code[0].get("metadata", {}).get("tags", []), f"{nb_path.name}: first code cell must be the parameters cell"
+        assert "".join(code[0]["source"]) == SETUP_CELL, f"{nb_path.name}: the first code cell must be the setup cell"
+        assert "parameters" in code[1].get("metadata", {}).get("tags", []), f"{nb_path.name}: the second code cell must be the parameters cell"
         errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{nb_path.name} holds an error output: {errors[0].get('ename')}"
         counts = [c.get("execution_count") for c in code]
@@ -52,3 +57,13 @@ def test_tutorial_runner_help():
     out = subprocess.run([sys.executable, "-m", "cityviz_helpers.tutorial", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--profile" in out and "--in-place" in out
+
+
+def test_hosted_install_is_pinned_to_this_release_and_asks_for_no_jupyter():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["version"] == __version__
+    assert DEFAULT_INSTALL.endswith(f"@v{__version__}"), DEFAULT_INSTALL
+    runtime = {_name(r) for r in project["dependencies"]}
+    assert "jupyterlab" not in runtime and "jupyterlab" in {_name(r) for r in project["optional-dependencies"]["lab"]}
+    for spec in project["dependencies"]:  # lower bounds only: a hosted runtime keeps what it has
+        assert "==" not in spec and "<" not in spec, spec
