@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .models import CAM_LAYERS, target_layer
+from .train import device_of, to_numpy
 from .utils import progress
 
 #: The package's methods a user can ask for by name.
@@ -72,7 +73,7 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
     if len(targets) != len(images):
         raise ValueError(f"{len(images)} images but {len(targets)} targets: give one target class per image.")
     n_classes = None
-    device = next(model.parameters()).device
+    device = device_of(model)
     was_training = model.training
     module = layer if isinstance(layer, nn.Module) else target_layer(model, layer, cam_layer)
     out = np.empty((len(images), *images.shape[-2:]), np.float32)
@@ -94,8 +95,8 @@ def cam_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, tar
             chunk = cam(input_tensor=x, targets=chosen)
             out[i:i + len(chunk)] = chunk
             if with_grids:  # the same CAM, read before the package's per-image rescaling
-                acts = cam.activations_and_grads.activations[0].numpy()
-                grads = cam.activations_and_grads.gradients[0].numpy()
+                acts = to_numpy(cam.activations_and_grads.activations[0])
+                grads = to_numpy(cam.activations_and_grads.gradients[0])
                 grids.append(np.maximum(cam.get_cam_image(x, module, chosen, acts, grads, False), 0)
                              .astype(np.float32))
             done = i + len(chunk)
@@ -137,7 +138,7 @@ def gradcam_by_hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, target:
     rescale = lambda m: (m - m.min()) / (m.max() - m.min() + 1e-7)  # noqa: E731
     cam = nn.functional.interpolate(rescale(cam)[None, None], size=x.shape[-2:], mode="bilinear",
                                     align_corners=False)[0, 0]
-    return rescale(cam).numpy().astype(np.float32)
+    return to_numpy(rescale(cam)).astype(np.float32)
 
 
 def cam_grids(model: nn.Module, arch: str, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
@@ -165,7 +166,7 @@ def cam_grids(model: nn.Module, arch: str, images: torch.Tensor, targets: Sequen
         raise ValueError(f"cam_grids serves the methods that weigh activations by gradients ({', '.join(STUDY_METHODS)}); "
                          f"compute {', '.join(unsupported)} with cam_maps (EigenCAM and ScoreCAM, for example).")
     targets = [int(t) for t in (targets.tolist() if torch.is_tensor(targets) else targets)]
-    device = next(model.parameters()).device
+    device = device_of(model)
     was_training = model.training
     module = target_layer(model, arch, cam_layer)
     out = {m: [] for m in methods}
@@ -178,8 +179,8 @@ def cam_grids(model: nn.Module, arch: str, images: torch.Tensor, targets: Sequen
             x = normalise(images[i:i + batch_size], device)
             chosen = [ClassifierOutputTarget(t) for t in targets[i:i + batch_size]]
             runner(input_tensor=x, targets=chosen)  # the one forward and backward pass
-            acts = runner.activations_and_grads.activations[0].numpy()
-            grads = runner.activations_and_grads.gradients[0].numpy()
+            acts = to_numpy(runner.activations_and_grads.activations[0])
+            grads = to_numpy(runner.activations_and_grads.gradients[0])
             shared = time.perf_counter() - start
             for m in methods:
                 start = time.perf_counter()
@@ -192,6 +193,87 @@ def cam_grids(model: nn.Module, arch: str, images: torch.Tensor, targets: Sequen
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return {m: np.concatenate(g) for m, g in out.items()}, seconds
+
+
+def _blank_pass(model: nn.Module, side: int) -> None:
+    """One blank ``side`` x ``side`` image through the model, in eval mode and without gradients, on
+    the model's device; the model's train/eval mode is restored. Raises what the model raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side, device=device_of(model)))
+    finally:
+        model.train(was_training)
+
+
+def layer_grid(model: nn.Module, arch: str, layer: str = "last", size: int = 96) -> tuple[int, int]:
+    """The grid (h, w) of a CAM layer's output for a ``size`` x ``size`` input, measured by
+    running one blank image through the model (on its device) with a forward hook."""
+    shapes = []
+    hook = target_layer(model, arch, layer).register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[-2:])))
+    try:
+        _blank_pass(model, size)
+    finally:
+        hook.remove()
+    return int(shapes[0][0]), int(shapes[0][1])
+
+
+def accepts_size(model: nn.Module, side: int) -> bool:
+    """Does the model take ``side`` x ``side`` inputs? A network with a fully connected head sized for
+    its training images (the paper's simple and simpler) takes no other size."""
+    try:
+        _blank_pass(model, side)
+        return True
+    except RuntimeError:
+        return False
+
+
+def input_size_for_grid(model: nn.Module, arch: str, grid: tuple[int, int], layer: str = "last", size: int = 96,
+                        smallest: int = 16, largest: int = 640) -> int | None:
+    """The input side at which ``layer`` gives ``grid``: of the sides that give it, the one nearest to
+    ``size`` scaled by the ratio of the grids (what keeps the image's content at the same share of a
+    cell). None when no side from ``smallest`` to ``largest`` gives that grid."""
+    def rows(side: int) -> int:
+        try:
+            return layer_grid(model, arch, layer, side)[0]
+        except RuntimeError:  # too small an input for the network's down-sampling
+            return 0
+
+    def first_side(at_least: int) -> int:  # rows() grows with the side: a binary search
+        lo, hi = smallest, largest + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if rows(mid) < at_least else (lo, mid)
+        return lo
+
+    start, stop = first_side(grid[0]), first_side(grid[0] + 1) - 1
+    if start > largest or rows(start) != grid[0]:
+        return None
+    wanted = size * grid[0] / layer_grid(model, arch, layer, size)[0]
+    return int(min(max(round(wanted), start), stop))
+
+
+def resized_gradcam(model: nn.Module, arch: str, images: torch.Tensor, labels: torch.Tensor, side: int,
+                    layer: str = "last", target: str = "true", batch_size: int = 50) -> tuple[np.ndarray, float]:
+    """Grad-CAM grids of uint8 ``images`` resized (bilinear, antialiased) to ``side`` x ``side``
+    before they enter the network, so that a layer's grid can be set by the input size; and the
+    model's accuracy on the resized images (a network sees its cues at another scale there).
+    ``target``: explain the ``"true"`` city (``labels``) or the ``"predicted"`` one at that size.
+    Returns ``(grids, accuracy)``; ``rescaled_maps(grids, H)`` lays the maps over the original images."""
+    from .train import predict
+
+    grids, correct = [], 0
+    labels = torch.as_tensor(labels).cpu()
+    for i in range(0, len(images), 100):
+        x = nn.functional.interpolate(images[i:i + 100].float(), size=(side, side), mode="bilinear",
+                                      antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        predicted = predict(model, x).argmax(1)
+        correct += int((predicted == labels[i:i + 100]).sum())
+        g, _ = cam_grids(model, arch, x, labels[i:i + 100] if target == "true" else predicted, ["gradcam"],
+                         batch_size, layer)
+        grids.append(g["gradcam"])
+    return np.concatenate(grids), correct / max(len(images), 1)
 
 
 def raw_maps(grids: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -452,7 +534,7 @@ def model_maps(settings, data, trained: dict, images, split: str = "test", verbo
             targets = images.labels if cfg["target"] == "true" else preds
             _, grids = cam_maps(m.model, m.meta["arch"], images.images, targets, method, cfg["batch_size"],
                                 show_progress=False, cam_layer=layer, with_grids=True)
-            save_maps(folder, grids, targets.numpy(), preds.numpy(), paths,
+            save_maps(folder, grids, to_numpy(targets), to_numpy(preds), paths,
                       {"model": name, "method": method, "layer": layer, "target": cfg["target"], "split": split,
                        "image_size": int(images.images.shape[-1])})
             return {"model": name, "model_key": m.meta["key"], "n_images": len(grids)}
@@ -608,3 +690,27 @@ def choose_setting(study: "pd.DataFrame", min_mask_area: float = 0.0) -> dict:
         raise ValueError(f"No setting of the study keeps {min_mask_area:.3f} of the image in its masks.")
     layer, method = usable.relevance_mass_raw.idxmax()
     return {"layer": layer, "method": method, **{k: float(v) for k, v in means.loc[(layer, method)].items()}}
+
+
+def wins_and_losses(gains: Sequence[dict]) -> tuple[list[bool], list[bool]]:
+    """For gain intervals (:func:`paired_bootstrap`: ``low``, ``high``), which ones win (the whole 95 %
+    interval above zero) and which lose (the whole interval below zero); the rest are undecided."""
+    return [g["low"] > 0 for g in gains], [g["high"] < 0 for g in gains]
+
+
+def paper_maps_against_baselines(record: dict, names: Sequence[str]) -> str | None:
+    """One sentence, from notebook 03's ``gradcam`` record in results.json: how many models' paper
+    maps (Grad-CAM at the last layer) beat each map that never looks at the image, and how many lose
+    to it, on the test images (a 95 % paired interval of the gain in relevance mass above or below
+    zero). None when the record holds no such scores (real images have no planted cues)."""
+    counts = {}
+    for kind in BASELINES:
+        gains = [record.get(n, {}).get(f"paper_gain_vs_{kind}") for n in names]
+        if any(g is None for g in gains):
+            return None
+        won, lost = wins_and_losses(gains)
+        counts[kind] = (sum(won), sum(lost))
+    label = {"uniform": "a uniform map", "centre": "a centre blob", "cue_prior": "the cue-location prior"}
+    return ("Notebook 03 scored the paper's maps against maps that never look at the image (test images, relevance "
+            "mass, 95 % intervals): " + "; ".join(f"against {label[k]}, {won} of {len(names)} models win and {lost} "
+                                                  f"lose" for k, (won, lost) in counts.items()) + ".")

@@ -79,9 +79,9 @@ class SmpSegmenter(Segmenter):
 
     @torch.no_grad()
     def __call__(self, images, indices=None):
-        from .train import normalise
+        from .train import device_of, normalise, to_numpy
 
-        device = next(self.model.parameters()).device
+        device = device_of(self.model)
         size = images.shape[-2:]
         out = []
         for i in range(0, len(images), self.batch_size):
@@ -92,7 +92,7 @@ class SmpSegmenter(Segmenter):
             if logits.shape[-2:] != size:  # back to the classifier's input size
                 logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             out.append(self.labels[logits.argmax(1).cpu()])
-        return torch.cat(out).numpy()
+        return to_numpy(torch.cat(out))
 
 
 # --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def train_synthetic_segmenter(settings, data, verbose: bool = True) -> SmpSegmen
     cfg, size = settings["segmentation"], settings["dataset"]["image_size"]
     if not data.has_ground_truth:
         raise ValueError("Training a segmenter needs label maps: only the built-in cities have them. "
-                         "On real images use load_ade20k_segmenter (see README, 'Run on real street images').")
+                         "On real images use load_ade20k_segmenter (see docs/real-data.md).")
 
     def build(folder: Path) -> dict:
         torch.manual_seed(cfg["seed"])
@@ -588,10 +588,11 @@ def _codes(groups: Sequence) -> np.ndarray:
 
 
 def _within_between(distance: np.ndarray, labellings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Within- and between-group mean distance for each row of ``labellings`` (G, n),
-    vectorised over the rows; pairs with a NaN distance are left out."""
+    """Within- and between-group mean distance for each row of ``labellings`` (G, n), vectorised
+    over the rows; pairs with a NaN distance are left out. ``distance`` is one (n, n) matrix, or a
+    stack (B, n, n) with one labelling (1, n) (the bootstrap of :func:`bootstrap_gap`)."""
     iu = np.triu_indices(labellings.shape[1], 1)
-    d = distance[iu]
+    d = distance[..., iu[0], iu[1]]  # (P,) for one matrix, (B, P) for a stack of B
     ok = ~np.isnan(d)
     d = np.where(ok, d, 0.0)
     same = labellings[:, iu[0]] == labellings[:, iu[1]]
@@ -697,24 +698,167 @@ def per_architecture(distance: np.ndarray, groups: Sequence) -> "pd.DataFrame":
     return pd.DataFrame(rows).T
 
 
-def verdict_row(name: str, result: dict, alpha: float = 0.05) -> dict:
-    """One row of the robustness table: the test's numbers and its verdict."""
+ROW_KINDS = ("primary", "variant", "control")
+
+
+def verdict_row(name: str, result: dict, alpha: float = 0.05, kind: str = "variant", grid: str | None = None,
+                gap_ci95: Sequence[float] | None = None) -> dict:
+    """One row of the robustness table: the test's numbers and its verdict.
+
+    ``kind``: ``primary`` (the one analysis named before the others are read), ``variant`` (a
+    dependent check of it: other thresholds, segmenters, masks, grids) or ``control`` (maps that
+    carry no information about the image: a control that finds "architecture" shows what the test
+    measures besides what the networks look at, see :func:`conclude`). ``grid``: the map grid(s) of
+    the row, e.g. ``"2 x 2"`` or ``"vgg11 6 x 6, ..."``. ``gap`` is between minus within, with
+    its bootstrap interval over images (:func:`bootstrap_gap`) when given.
+
+    The verdict is ``"architecture"`` (p below ``alpha`` and between above within), ``"no
+    evidence"``, or ``"too few models"`` when even the smallest p the groupings allow is not below
+    ``alpha``: such a row cannot decide, and only its gap and interval speak."""
+    if kind not in ROW_KINDS:
+        raise ValueError(f"kind must be one of {ROW_KINDS}, not {kind!r}")
     holds = result["p_value"] < alpha and result["between"] > result["within"]
-    return {"name": name, "within": result["within"], "between": result["between"], "p": result["p_value"],
-            "p_floor": result["p_floor"], "at_floor": result["at_floor"],
-            "verdict": "architecture" if holds else "no evidence"}
+    interval = None if gap_ci95 is None else [round(float(x), 6) for x in gap_ci95]
+    if result["p_floor"] >= alpha:  # e.g. 2 architectures x 2 seeds: 3 groupings, p never below 1/3
+        verdict = "too few models"
+    else:
+        verdict = "architecture" if holds else "no evidence"
+    return {"name": name, "kind": kind, "grid": grid, "within": result["within"], "between": result["between"],
+            "gap": result["between"] - result["within"], "gap_ci95": interval, "p": result["p_value"],
+            "p_floor": result["p_floor"], "at_floor": result["at_floor"], "verdict": verdict}
 
 
 def conclude(rows: Sequence[dict]) -> dict:
-    """The conclusion of a robustness table (rows from :func:`verdict_row`):
-    ``robust`` when every row finds that architecture matters more than
-    initialization, ``absent`` when none does, ``mixed`` otherwise; with the
-    rows that hold and those that do not."""
-    holds = [r["name"] for r in rows if r["verdict"] == "architecture"]
-    fails = [r["name"] for r in rows if r["verdict"] != "architecture"]
+    """The conclusion of a robustness table (rows from :func:`verdict_row`).
+
+    The status comes from the primary row and its variants, counted by their ``kind``:
+    ``robust`` when every one finds that architecture matters more than initialization,
+    ``absent`` when none does, ``mixed`` otherwise. Controls are reported apart: a control
+    that finds "architecture" (``fires``) shows that maps which never look at the image, kept
+    on each model's grid and at its area, already separate the architectures, so the verdict
+    cannot be read as being about what the networks look at (``readable`` is then False). Rows
+    whose p cannot fall below alpha (verdict ``"too few models"``) are counted in neither: they
+    are listed in ``undecided`` with their gaps and intervals."""
+    kinds = [r.get("kind", "variant") for r in rows]
+    if kinds.count("primary") > 1:
+        raise ValueError("A robustness table names one primary analysis, not several.")
+    undecided = [{"name": r["name"], "gap": r.get("gap"), "gap_ci95": r.get("gap_ci95"), "p_floor": r["p_floor"]}
+                 for r, k in zip(rows, kinds) if k != "control" and r["verdict"] == "too few models"]
+    tested = [r for r, k in zip(rows, kinds) if k != "control" and r["verdict"] != "too few models"]
+    holds = [r["name"] for r in tested if r["verdict"] == "architecture"]
+    fails = [r["name"] for r in tested if r["verdict"] != "architecture"]
     status = "robust" if holds and not fails else "absent" if not holds else "mixed"
-    return {"status": status, "n_rows": len(rows), "n_hold": len(holds), "hold": holds, "do_not_hold": fails,
-            "n_at_floor": sum(bool(r["at_floor"]) for r in rows)}
+    controls = [{"name": r["name"], "outcome": "fires" if r["verdict"] == "architecture" else "quiet",
+                 "gap": r.get("gap"), "gap_ci95": r.get("gap_ci95"), "p": r["p"]}
+                for r, k in zip(rows, kinds) if k == "control"]
+    primary = next((r["name"] for r, k in zip(rows, kinds) if k == "primary"), None)
+    return {"status": status, "primary": primary, "n_rows": len(tested), "n_hold": len(holds), "hold": holds,
+            "do_not_hold": fails, "n_at_floor": sum(bool(r["at_floor"]) for r in tested),
+            "undecided": undecided,
+            "controls": controls, "n_controls_firing": sum(c["outcome"] == "fires" for c in controls),
+            "readable": not any(c["outcome"] == "fires" for c in controls)}
+
+
+# --------------------------------------------------------------------------
+# Controls, common grids and effect sizes
+# --------------------------------------------------------------------------
+
+
+def grid_text(grids: dict[str, tuple[int, int]]) -> str:
+    """``"2 x 2"`` when every model's maps share one grid, else each architecture's (``"vgg11 6 x 6, ..."``)."""
+    shapes = {tuple(g) for g in grids.values()}
+    if len(shapes) == 1:
+        h, w = shapes.pop()
+        return f"{h} x {w}"
+    per_arch = {}
+    for name, (h, w) in grids.items():
+        per_arch.setdefault(name.rsplit("-s", 1)[0], f"{h} x {w}")
+    return ", ".join(f"{a} {g}" for a, g in per_arch.items())
+
+
+def coinciding_layers(layer_grids: dict[str, dict[str, tuple[int, int]]]) -> list[dict]:
+    """Layers of different architectures whose grids coincide, e.g. VGG-11's previous layer and
+    ResNet-18's earlier one, both 12 x 12 at 96 px. ``layer_grids``: per architecture, per layer,
+    its grid (h, w). Returns one entry per grid that at least two architectures reach:
+    ``{"grid": (h, w), "layers": {arch: layer}}``, finest grid first; an architecture that reaches
+    the grid at two layers keeps the first listed."""
+    by_grid: dict[tuple[int, int], dict[str, str]] = {}
+    for arch, layers in layer_grids.items():
+        for layer, grid in layers.items():
+            by_grid.setdefault(tuple(int(x) for x in grid), {}).setdefault(arch, layer)
+    found = [{"grid": g, "layers": layers} for g, layers in by_grid.items() if len(layers) >= 2]
+    return sorted(found, key=lambda m: -m["grid"][0] * m["grid"][1])
+
+
+def pool_grids(grids: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Raw CAM grids (N, h, w) averaged onto a coarser ``grid`` (N, gh, gw): what a layer of that
+    resolution would have given for the same evidence (PyTorch's adaptive average pooling)."""
+    t = torch.from_numpy(np.ascontiguousarray(grids, np.float32))[:, None]
+    return nn.functional.adaptive_avg_pool2d(t, tuple(grid))[:, 0].numpy()
+
+
+def common_grid_maps(grids: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:
+    """A model's maps made on a common ``grid``: its raw grids pooled onto it (:func:`pool_grids`),
+    then rescaled and upsampled exactly as the ``grad-cam`` package makes its maps."""
+    from .gradcam import rescaled_maps
+
+    return rescaled_maps(pool_grids(grids, grid), size)
+
+
+def blind_grid_maps(prior: np.ndarray, grid: tuple[int, int], n: int, size: int) -> np.ndarray:
+    """``n`` copies of a map that never looks at the image, on a model's own ``grid``: ``prior``
+    (H, W; e.g. where cues usually are, or a centre blob) averaged onto the grid and upsampled as
+    Grad-CAM's maps are. Thresholded at a model's own mask area, these keep the model's grid and
+    area and nothing of what it saw: the maps of a null control."""
+    one = common_grid_maps(np.asarray(prior, np.float32)[None], grid, size)[0]
+    return np.broadcast_to(one, (n, *one.shape))
+
+
+def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`js_distance` of matching rows of two (B, K) count or share arrays (scipy's, along axis 1)."""
+    from scipy.spatial.distance import jensenshannon
+
+    p, q = np.nan_to_num(p), np.nan_to_num(q)
+    ok = (p.sum(1) > 0) & (q.sum(1) > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, jensenshannon(p, q, base=2, axis=1), np.nan)
+
+
+def bootstrap_gap(order: Sequence[str], groups: Sequence, *, counts: dict | None = None,
+                  masks: dict | None = None, cities: np.ndarray | None = None, city_names: Sequence[str] = (),
+                  n_boot: int = 500, seed: int = 0, ignore: Sequence[int] = (0,)) -> tuple[float, float]:
+    """95 % interval of the gap (between minus within) when the test images are resampled with
+    replacement, the same images for every model: how much the gap owes to which images were drawn.
+    Give either ``counts`` (per model, per-image class counts inside its masks: the object distance,
+    pooled per city as :func:`model_distance` does) or ``masks`` (per model, (N, H, W): 1 - mask IoU).
+    It does not cover training variation (other seeds, another CPU's arithmetic): the models are fixed."""
+    first = (counts if counts is not None else masks)[order[0]]
+    weights = resample_weights(len(first), n_boot, seed)  # (B, N)
+    n = len(order)
+    dist = np.zeros((n_boot, n, n))
+    if counts is not None:
+        cities = np.asarray(cities)
+        pooled = {}
+        for name in order:
+            c = np.asarray(counts[name], float).copy()
+            c[:, list(ignore)] = 0
+            pooled[name] = {city: weights[:, cities == city] @ c[cities == city] for city in city_names}
+        for a, b in zip(*np.triu_indices(n, 1)):
+            per_city = [_js_rows(pooled[order[a]][city], pooled[order[b]][city]) for city in city_names]
+            with np.errstate(invalid="ignore"):
+                dist[:, a, b] = dist[:, b, a] = np.nanmean(np.stack(per_city), 0)
+    else:
+        flat = {name: np.asarray(masks[name], bool).reshape(len(first), -1) for name in order}
+        for a, b in zip(*np.triu_indices(n, 1)):
+            inter = (flat[order[a]] & flat[order[b]]).sum(1)
+            union = (flat[order[a]] | flat[order[b]]).sum(1)
+            ok = union > 0
+            iou = np.where(ok, inter / np.where(ok, union, 1), 0.0)
+            with np.errstate(invalid="ignore"):
+                dist[:, a, b] = dist[:, b, a] = 1 - (weights @ iou) / (weights @ ok)
+    within, between = _within_between(dist, _codes(groups)[None])
+    lo, hi = np.nanquantile(between - within, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def p_text(result: dict) -> str:

@@ -32,8 +32,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-#: The repository root (``cityviz_helpers/..``).
+#: The folder above the package: the repository root in a clone, ``site-packages`` after a pip install.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def in_clone(root: Path | None = None) -> bool:
+    """True when the package runs from a clone of the repository (its ``pyproject.toml`` and
+    ``notebooks/`` beside it), not from an installed wheel in ``site-packages``."""
+    root = REPO_ROOT if root is None else root
+    return (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() and \
+        (root / "cityviz_helpers" / "__init__.py").is_file()
+
+
+def home() -> Path:
+    """The one folder that holds ``data/``, ``models/``, ``artifacts/`` and ``outputs/``.
+
+    ``CITYVIZ_HOME`` when set; else the clone's own folder when the package runs from a clone
+    (``make``, ``pip install -e .``); else the user's data folder that ``platformdirs`` names
+    (``~/.local/share/cityviz`` on Linux, so ``/root/.local/share/cityviz`` in Colab and Kaggle).
+    Never ``site-packages``: an installed package writes nothing into its own folder.
+    """
+    chosen = _env("CITYVIZ_HOME")
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    if in_clone():
+        return REPO_ROOT
+    from platformdirs import user_data_path
+
+    return user_data_path("cityviz", appauthor=False)
 
 DEFAULT_PROFILE = "quick"
 DEFAULT_DATA = "synthetic"
@@ -68,7 +94,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # passes over the 7,680 training images, per architecture: the plain networks (no batch norm)
             # were still learning after 6 (validation 0.76-0.84 at 6, 0.83-0.89 at 10; notebook 02 says more).
             # Fewer passes, half the images and 64 px were measured on validation (2026-11-25) and all lose
-            # accuracy but for ResNet-18 at 4 passes with a 4e-3 peak rate: README, "Where the time goes"
+            # accuracy but for ResNet-18 at 4 passes with a 4e-3 peak rate: docs/benchmarks.md, "Where the time goes"
             "epochs": {"vgg11": 6, "resnet18": 6, "simple": 10, "simpler": 10},
             "batch_size": 50,
             "lr": {"vgg11": 1e-3, "resnet18": 2e-3, "simple": 2e-3, "simpler": 1e-3},
@@ -140,7 +166,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "n_perm": 5000,
             "max_groupings": 200_000,
             "area_fraction": None,  # area-matched masks: top share of each map (None: median mask area at 0.5)
-            "n_chance": 2,  # draws of other images' masks for the chance level of cue recall
+            "n_chance": 20,  # draws of other images' masks for the chance level of cue recall
             "top_k": 3,
             "min_share": 0.01,  # a top class makes up at least this share of the masked pixels
         },
@@ -214,15 +240,15 @@ class Settings:
 
     @property
     def artifacts_dir(self) -> Path:
-        """``artifacts/<profile>/<dataset>/`` (``CITYVIZ_ARTIFACTS`` moves the root)."""
-        root = Path(_env("CITYVIZ_ARTIFACTS", str(REPO_ROOT / "artifacts")))
+        """``<home>/artifacts/<profile>/<dataset>/`` (:func:`home`; ``CITYVIZ_ARTIFACTS`` moves the root)."""
+        root = Path(_env("CITYVIZ_ARTIFACTS", str(home() / "artifacts")))
         return root / self.profile / self.dataset_name
 
     @property
     def outputs_dir(self) -> Path:
         """``outputs/<profile>/`` for the built-in cities, ``outputs/<profile>-<dataset>/``
         for real images, so their numbers never mix (``CITYVIZ_OUTPUTS`` moves the root)."""
-        root = Path(_env("CITYVIZ_OUTPUTS", str(REPO_ROOT / "outputs")))
+        root = Path(_env("CITYVIZ_OUTPUTS", str(home() / "outputs")))
         return root / (self.profile if self.data == "synthetic" else f"{self.profile}-{self.dataset_name}")
 
     @property
@@ -301,19 +327,19 @@ def get_settings(
         )
     data = str(data) if data is not None else _env("CITYVIZ_DATA", DEFAULT_DATA)
     if data in DOWNLOADED:
-        folder = REPO_ROOT / "data" / data
+        folder = home() / "data" / data
         if not folder.exists():
             option = "" if data == "osv5m" else " --source gsv-cities"
             raise FileNotFoundError(
                 f"CITYVIZ_DATA={data} reads {folder}, which does not exist yet. Fetch the images once with "
-                f"`./data_download.sh{option}` (needs internet; see README, 'Run on real street images'), "
+                f"`./data_download.sh{option}` (needs internet; see docs/real-data.md), "
                 "or use 'synthetic' for the built-in cities.")
         data = str(folder)
     if data != "synthetic" and not Path(data).expanduser().exists():
         raise FileNotFoundError(
             f"CITYVIZ_DATA / data points to {data!r}, which does not exist. Use "
             "'synthetic' for the built-in cities, or the path of a folder with one "
-            "sub-folder of images per city (see README, 'Settings')."
+            "sub-folder of images per city (see docs/settings.md)."
         )
     sections = copy.deepcopy(PROFILES[profile])
     env_overrides = _env("CITYVIZ_OVERRIDES")

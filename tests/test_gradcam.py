@@ -313,3 +313,40 @@ def test_the_tolerance_tells_maps_apart():
     hand = gc_.gradcam_by_hand(model, gc_.target_layer(model, "resnet18"), normalise(images, "cpu"), 1)
     assert np.abs(hand - package).max() < 1e-4
     assert np.abs(hand - other).max() > 1e-2  # another class's map is told apart at this tolerance
+
+
+def test_layer_grids_and_the_input_size_that_gives_a_grid():
+    """A network with global pooling takes any size, and its last grid grows with it; one with a
+    fully connected head sized for 96 px takes no other size."""
+    resnet = build_model("resnet18", 4, 96)
+    assert gc_.layer_grid(resnet, "resnet18", "last", 96) == (3, 3)
+    assert gc_.layer_grid(resnet, "resnet18", "earlier", 96) == (12, 12)
+    assert gc_.accepts_size(resnet, 192)
+    side = gc_.input_size_for_grid(resnet, "resnet18", (6, 6), "last", 96)
+    assert side == 192 and gc_.layer_grid(resnet, "resnet18", "last", side) == (6, 6)
+    simple = build_model("simple", 4, 96)
+    assert gc_.accepts_size(simple, 96) and not gc_.accepts_size(simple, 192)
+    assert gc_.input_size_for_grid(simple, "simple", (6, 6), "last", 96) is None
+
+
+def test_resized_gradcam_gives_the_grid_of_the_input_size():
+    torch.manual_seed(0)
+    resnet = build_model("resnet18", 4, 96)
+    images = torch.randint(0, 256, (3, 3, 96, 96), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2])
+    grids, accuracy = gc_.resized_gradcam(resnet, "resnet18", images, labels, 192)
+    assert grids.shape == (3, 6, 6) and (grids >= 0).all() and 0 <= accuracy <= 1
+    assert gc_.rescaled_maps(grids, 96).shape == (3, 96, 96)
+
+
+def test_the_paper_maps_sentence_counts_wins_and_losses():
+    def gain(low, high):
+        return {"gain": (low + high) / 2, "low": low, "high": high, "n": 10}
+    record = {n: {"paper_gain_vs_uniform": gain(0.01, 0.05), "paper_gain_vs_centre": gain(-0.01, 0.02),
+                  "paper_gain_vs_cue_prior": gain(-0.05, -0.01) if n != "m2" else gain(0.01, 0.02)}
+              for n in ("m1", "m2", "m3")}
+    text = gc_.paper_maps_against_baselines(record, ["m1", "m2", "m3"])
+    assert "against a uniform map, 3 of 3 models win and 0 lose" in text
+    assert "against a centre blob, 0 of 3 models win and 0 lose" in text
+    assert "against the cue-location prior, 1 of 3 models win and 2 lose" in text
+    assert gc_.paper_maps_against_baselines({"m1": {}}, ["m1"]) is None

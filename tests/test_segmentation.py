@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cityviz_helpers import segmentation as seg
+from cityviz_helpers import gradcam, segmentation as seg
 
 
 def test_pixel_counts_inside_a_mask_by_hand():
@@ -249,3 +249,122 @@ def test_city_shares_pool_each_citys_masked_pixels():
     s = seg.city_shares(counts, np.array(["A", "A", "B"]), ["A", "B"])
     assert s["A"]["share_in_mask"][[1, 2]] == pytest.approx([5 / 8, 3 / 8])
     assert s["B"]["share_in_mask"][3] == 1.0  # unlabelled (0) is left out
+
+
+# --------------------------------------------------------------------------
+# Controls and common grids: distances with a known answer
+# --------------------------------------------------------------------------
+
+ARCH_GRIDS = {"a": 2, "b": 4, "c": 6, "d": 12}  # four "architectures", each explaining on its own grid
+SIZE, N_IMAGES = 24, 40
+
+
+def _mask_test(maps_of: dict, area: float = 0.25) -> dict:
+    order = list(maps_of)
+    masks = {n: seg.top_fraction_masks(maps_of[n], area) for n in order}
+    d = np.zeros((len(order), len(order)))
+    for i in range(len(order)):
+        for j in range(i + 1, len(order)):
+            d[i, j] = d[j, i] = 1 - seg.mask_iou(masks[order[i]], masks[order[j]])
+    return seg.permutation_test(d, [n[0] for n in order]), masks, order
+
+
+def _models(evidence_of) -> dict:
+    """Raw grids per model "<arch>-s<seed>": the arch's evidence pooled onto its own grid, plus a
+    little seed noise."""
+    out = {}
+    for arch, g in ARCH_GRIDS.items():
+        for seed in (0, 1):
+            noise = np.random.default_rng(100 * g + seed).normal(0, 0.02, (N_IMAGES, SIZE, SIZE))
+            out[f"{arch}-s{seed}"] = seg.pool_grids(np.clip(evidence_of(arch) + noise, 0, None), (g, g))
+    return out
+
+
+def test_a_control_fires_for_models_that_differ_only_by_grid():
+    """Blind maps on each model's own grid: nothing of the image, only grid and area. The test still
+    finds "architecture" (p at its floor), which is what a control is there to show."""
+    prior = np.random.default_rng(0).random((SIZE, SIZE)).astype(np.float32)
+    blind = {f"{a}-s{s}": seg.blind_grid_maps(prior, (g, g), N_IMAGES, SIZE)
+             for a, g in ARCH_GRIDS.items() for s in (0, 1)}
+    result, masks, order = _mask_test(blind)
+    row = seg.verdict_row("blind maps", result, kind="control", grid=seg.grid_text({n: (ARCH_GRIDS[n[0]],) * 2
+                                                                                  for n in order}))
+    assert result["within"] == 0 and result["between"] > 0.2 and result["at_floor"]
+    assert row["verdict"] == "architecture" and row["grid"] == "a 2 x 2, b 4 x 4, c 6 x 6, d 12 x 12"
+    primary = seg.verdict_row("real maps", result, kind="primary")
+    conclusion = seg.conclude([primary, row])
+    assert conclusion["controls"][0]["outcome"] == "fires" and not conclusion["readable"]
+    assert conclusion["n_rows"] == 1 and conclusion["primary"] == "real maps"
+
+
+def test_a_common_grid_removes_a_difference_of_grid_alone():
+    """Every model sees the same evidence, each on its own grid: on the native grids the test finds
+    "architecture" (the grid is the difference); pooled onto one common grid, it finds none."""
+    evidence = np.random.default_rng(1).random((N_IMAGES, SIZE, SIZE)).astype(np.float32)
+    grids = _models(lambda arch: evidence)
+    native, _, _ = _mask_test({n: gradcam.rescaled_maps(g, SIZE) for n, g in grids.items()})
+    common, _, _ = _mask_test({n: seg.common_grid_maps(g, (2, 2), SIZE) for n, g in grids.items()})
+    assert seg.verdict_row("native", native)["verdict"] == "architecture"
+    assert seg.verdict_row("common grid", common)["verdict"] == "no evidence"
+
+
+def test_a_common_grid_keeps_a_difference_in_what_the_models_look_at():
+    """Each architecture looks at its own quarter of every image: on one common grid the test still
+    finds "architecture", and the bootstrap interval of the gap lies above 0."""
+    base = np.random.default_rng(2).random((N_IMAGES, SIZE, SIZE)).astype(np.float32) * 0.2
+    quarters = {"a": (0, 0), "b": (0, 1), "c": (1, 0), "d": (1, 1)}
+
+    def looks_at(arch):
+        out = base.copy()
+        y, x = quarters[arch]
+        out[:, y * 12:(y + 1) * 12, x * 12:(x + 1) * 12] += 1.0
+        return out
+
+    grids = _models(looks_at)
+    result, masks, order = _mask_test({n: seg.common_grid_maps(g, (2, 2), SIZE) for n, g in grids.items()})
+    ci = seg.bootstrap_gap(order, [n[0] for n in order], masks=masks, n_boot=200)
+    row = seg.verdict_row("common grid", result, gap_ci95=ci)
+    assert row["verdict"] == "architecture" and 0 < ci[0] <= row["gap"] <= ci[1]
+
+
+def test_bootstrap_gap_of_object_distances_brackets_the_observed_gap():
+    rng = np.random.default_rng(3)
+    cities = np.repeat(["x", "y"], 30)
+    order = ["a-s0", "a-s1", "b-s0", "b-s1"]
+    counts = {}
+    for name in order:  # architecture a counts mostly class 1, b mostly class 2; seeds add noise
+        base = np.array([0, 8, 2, 1.0]) if name[0] == "a" else np.array([0, 2, 8, 1.0])
+        counts[name] = rng.poisson(base * 10, (60, 4)).astype(float)
+        counts[name] = np.pad(counts[name], ((0, 0), (0, seg.N_LABELS - 4)))
+    shares = {n: seg.city_shares(counts[n], cities, ["x", "y"]) for n in order}
+    d = np.array([[seg.model_distance(shares[a], shares[b]) if a != b else 0 for b in order] for a in order])
+    within, between = seg.within_between(d, [n[0] for n in order])
+    lo, hi = seg.bootstrap_gap(order, [n[0] for n in order], counts=counts, cities=cities, city_names=["x", "y"],
+                               n_boot=300)
+    assert lo < between - within < hi and lo > 0
+
+
+def test_a_row_that_cannot_reach_alpha_decides_nothing():
+    """2 architectures x 2 seeds: 3 groupings, p never below 1/3. Such a row is "too few models",
+    whatever its gap, and the conclusion lists it apart instead of counting it as a failure."""
+    d = np.array([[0, 0.1, 0.9, 0.9], [0.1, 0, 0.9, 0.9], [0.9, 0.9, 0, 0.1], [0.9, 0.9, 0.1, 0]])
+    result = seg.permutation_test(d, ["a", "a", "b", "b"])
+    assert result["p_floor"] == pytest.approx(1 / 3) and result["at_floor"]
+    small = seg.verdict_row("two architectures", result, gap_ci95=(0.7, 0.9))
+    assert small["verdict"] == "too few models" and small["gap"] == pytest.approx(0.8)
+    big = seg.verdict_row("four architectures", {"within": 0.1, "between": 0.9, "p_value": 0.01, "p_floor": 0.01,
+                                                 "at_floor": True}, kind="primary")
+    c = seg.conclude([big, small])
+    assert c["status"] == "robust" and c["n_rows"] == 1 and c["do_not_hold"] == []
+    assert c["undecided"] == [{"name": "two architectures", "gap": pytest.approx(0.8), "gap_ci95": [0.7, 0.9],
+                               "p_floor": pytest.approx(1 / 3)}]
+
+
+def test_coinciding_layers_are_found_across_architectures_only():
+    grids = {"vgg11": {"last": (6, 6), "previous": (12, 12), "earlier": (24, 24)},
+             "resnet18": {"last": (3, 3), "previous": (6, 6), "earlier": (12, 12)},
+             "simple": {"last": (2, 2), "previous": (16, 16), "earlier": (40, 40)}}
+    found = seg.coinciding_layers(grids)
+    assert found == [{"grid": (12, 12), "layers": {"vgg11": "previous", "resnet18": "earlier"}},
+                     {"grid": (6, 6), "layers": {"vgg11": "last", "resnet18": "previous"}}]
+    assert seg.coinciding_layers({"a": {"last": (2, 2), "previous": (4, 4)}}) == []

@@ -83,10 +83,8 @@ def test_foreign_folder_is_never_overwritten():
     assert (foreign / "mine.txt").read_text() == "user data"
 
 
-def test_downloaded_data_names_say_how_to_get_them(monkeypatch):
-    from cityviz_helpers import settings as st
-
-    monkeypatch.setattr(st, "REPO_ROOT", Path("/nonexistent-cityviz"))
+def test_downloaded_data_names_say_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("CITYVIZ_HOME", str(tmp_path / "empty-home"))
     with pytest.raises(FileNotFoundError, match=r"data_download.sh --source gsv-cities"):
         get_settings(data="gsv-cities")
     with pytest.raises(FileNotFoundError, match=r"`./data_download.sh`"):
@@ -113,3 +111,31 @@ def test_overrides_from_the_environment(monkeypatch, tmp_path):
 def test_real_data_results_never_mix_with_the_built_in_ones(tmp_path):
     assert get_settings("quick", "synthetic").outputs_dir.name == "quick"
     assert get_settings("quick", tmp_path).outputs_dir.name.startswith(f"quick-{tmp_path.name}-")
+
+
+def test_one_home_for_data_models_artifacts_and_outputs(monkeypatch, tmp_path):
+    """The clone's folders in a clone; CITYVIZ_HOME when set; else platformdirs' user data folder
+    (never the package's own folder, which is site-packages after a pip install)."""
+    from cityviz_helpers import settings as st
+
+    monkeypatch.delenv("CITYVIZ_ARTIFACTS")
+    monkeypatch.delenv("CITYVIZ_OUTPUTS")
+    assert st.in_clone() and st.home() == st.REPO_ROOT  # this checkout
+    s = get_settings("quick", "synthetic")
+    assert s.artifacts_dir == st.REPO_ROOT / "artifacts" / "quick" / "synthetic"
+
+    monkeypatch.setattr(st, "REPO_ROOT", tmp_path / "site-packages")  # as after `pip install cityviz`
+    (tmp_path / "site-packages" / "cityviz_helpers").mkdir(parents=True)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert not st.in_clone() and st.home() == tmp_path / "xdg" / "cityviz"
+    assert get_settings("quick", "synthetic").outputs_dir == tmp_path / "xdg" / "cityviz" / "outputs" / "quick"
+
+    monkeypatch.setenv("CITYVIZ_HOME", str(tmp_path / "drive" / "cityviz"))  # e.g. a mounted Google Drive
+    s = get_settings("quick", "synthetic")
+    assert st.home() == tmp_path / "drive" / "cityviz"
+    assert s.artifacts_dir.is_relative_to(st.home()) and s.outputs_dir.is_relative_to(st.home())
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "drive" / "cityviz" / "data" / "osv5m")):
+        get_settings(data="osv5m")
+    from cityviz_helpers import download as dl
+
+    assert dl.home() == st.home()  # data_download.sh writes its trees there too
