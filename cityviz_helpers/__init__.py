@@ -12,7 +12,7 @@ import importlib
 _EXPORTS = {
     "PROFILES": "settings", "Settings": "settings", "get_settings": "settings", "settings_hash": "settings",
     "Artifact": "artifacts", "artifact": "artifacts",
-    "load_results": "results", "merge_results": "results",
+    "load_results": "results", "merge_results": "results", "update_results": "results",
     "progress": "utils", "set_seed": "utils", "short_path": "utils",
     "setup": "hosted", "home": "settings",
 }

@@ -80,3 +80,15 @@ def merge_results(settings: Settings, section: str, values: Mapping[str, Any]) -
     data.setdefault("profile", settings.profile)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
     return path
+
+
+def update_results(settings: Settings, section: str, values: Mapping[str, Any]) -> Path:
+    """Add ``values`` to ``section`` of results.json, keeping the keys already there when the run
+    that wrote them had the same settings (a deep-dive notebook adds its numbers to its chapter's
+    section this way). Under other settings the section is replaced whole, as :func:`merge_results`
+    does, so no key of another run survives."""
+    current = load_results(settings).get(section)
+    kept = {}
+    if isinstance(current, Mapping) and current.get(HASH_KEY) == run_hash(settings):
+        kept = {k: v for k, v in current.items() if k != HASH_KEY}
+    return merge_results(settings, section, {**kept, **_plain(values)})

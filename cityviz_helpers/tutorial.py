@@ -1,6 +1,7 @@
 """Run the whole series headless: ``python -m cityviz_helpers.tutorial`` (``make tutorial``).
 
-Executes ``notebooks/NN_*.ipynb`` in order with the chosen profile, writes the
+Executes the chapters ``notebooks/NN_*.ipynb`` and the deep dives ``notebooks/NNb_*.ipynb`` in order
+(each deep dive after its chapter; no chapter reads what a deep dive writes) with the chosen profile, writes the
 executed copies to ``outputs/<profile>/notebooks/`` (the figures and
 ``results.json`` are written by the notebooks themselves), records how long
 each took in ``results.json`` under ``timings``, and prints where everything is.
@@ -19,6 +20,11 @@ from .results import merge_results
 from .settings import REPO_ROOT, get_settings, home, in_clone
 from .utils import atomic_write
 
+#: The series: chapters ``NN_name.ipynb`` and deep dives ``NNb_name.ipynb``; sorted by name, each
+#: deep dive runs right after its chapter (``_`` sorts before ``b``).
+SERIES_GLOB = "[0-9][0-9]*_*.ipynb"
+CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
+
 #: The notebooks that ship inside the package (in a clone, a link to the repository's ``notebooks/``).
 SHIPPED = Path(__file__).resolve().parent / "notebooks"
 
@@ -34,7 +40,7 @@ def notebook_dir(verbose: bool = True) -> Path:
 
     folder = home() / "notebooks"
     folder.mkdir(parents=True, exist_ok=True)
-    shipped = sorted(SHIPPED.glob("[0-9][0-9]_*.ipynb"))
+    shipped = sorted(SHIPPED.glob(SERIES_GLOB))
     if not shipped:
         raise SystemExit(f"This installation of cityviz has no notebooks in {SHIPPED}; reinstall it "
                          "(pip install cityviz) or run from a clone of the repository.")
@@ -50,7 +56,7 @@ def notebook_dir(verbose: bool = True) -> Path:
 
 def notebooks(selection: list[str] | None = None, folder: Path | None = None) -> list[Path]:
     folder = folder or notebook_dir()
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    found = sorted(folder.glob(SERIES_GLOB))
     if selection:
         found = [nb for nb in found if any(nb.name.startswith(s) for s in selection)]
         if not found:

@@ -37,7 +37,7 @@ import torch
 from cityviz_helpers import clustering, gradcam, models, segmentation, train
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 #: How code that respected the device stops on ``meta``: at the first value it needs.
 NEEDS_A_VALUE = ("Cannot copy out of meta tensor", "cannot be called on meta tensors",
                  "unsupported format string passed to Tensor.__format__")  # f"{scalar:.3f}" reads the value

@@ -35,8 +35,8 @@ from cityviz_helpers import segmentation as seg
 from test_real_photos import messy_tree
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ["01_dataset_prep", "02_classifier_training", "03_gradcam_masks", "04_unsupervised_clustering",
-             "05_segmentation_statistics"]
+# the whole series as make tutorial runs it: the five chapters and their deep dives
+NOTEBOOKS = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 # --------------------------------------------------------------------------

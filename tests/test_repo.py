@@ -38,7 +38,7 @@ def test_environment_yml_pins_every_requirement_of_pyproject():
 
 
 def test_committed_notebooks_are_clean_top_to_bottom_runs():
-    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     assert notebooks, "no notebooks found"
     for nb_path in notebooks:
         nb = json.loads(nb_path.read_text())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import cityviz_helpers as cv
-from cityviz_helpers.results import HASH_KEY, load_results, merge_results, run_hash
+from cityviz_helpers.results import HASH_KEY, load_results, merge_results, run_hash, update_results
 
 
 def test_a_section_is_replaced_whole_and_the_others_are_kept():
@@ -36,3 +36,17 @@ def test_a_section_must_be_a_mapping_and_not_forge_the_hash():
         merge_results(s, "dataset", [1, 2])
     with pytest.raises(ValueError, match=HASH_KEY):
         merge_results(s, "dataset", {HASH_KEY: "abc"})
+
+
+def test_a_deep_dive_adds_keys_to_its_chapters_section_of_the_same_run_only():
+    s = cv.get_settings()
+    merge_results(s, "gradcam", {"chapter": 1, "shared": "old"})
+    update_results(s, "gradcam", {"deep_dive": np.float64(2.5), "shared": "new"})
+    assert load_results(s)["gradcam"] == {"chapter": 1, "deep_dive": 2.5, "shared": "new", HASH_KEY: run_hash(s)}
+    # a section written by a run under other settings is not kept: it is replaced whole
+    path = s.outputs_dir / "results.json"
+    data = json.loads(path.read_text())
+    data["gradcam"][HASH_KEY] = "another-run"
+    path.write_text(json.dumps(data))
+    update_results(s, "gradcam", {"deep_dive": 3})
+    assert load_results(s)["gradcam"] == {"deep_dive": 3, HASH_KEY: run_hash(s)}

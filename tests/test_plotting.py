@@ -1,0 +1,29 @@
+"""The series' figure rules that code can check: text large enough to read."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+import cityviz_helpers as cv  # noqa: E402
+from cityviz_helpers import plotting  # noqa: E402
+
+
+def test_savefig_refuses_text_smaller_than_8_pt_and_saves_readable_figures():
+    plotting.setup_style()
+    s = cv.get_settings()
+    fig, ax = plt.subplots()
+    ax.bar(["Amberton", "Coralia"], [1, 2])
+    ax.set_xlabel("city")
+    ax.legend(["share"])
+    assert plotting.small_text(fig) == []
+    path = plotting.savefig(fig, s, "readable")
+    assert path.is_file() and path.stat().st_size > 0
+    ax.tick_params(labelsize=6)
+    ax.annotate("tiny", (0, 1), fontsize=7)
+    assert any("'tiny' (7.0 pt)" == t for t in plotting.small_text(fig))
+    with pytest.raises(ValueError, match="smaller than 8 pt.*'tiny' \\(7.0 pt\\)"):
+        plotting.savefig(fig, s, "unreadable")
+    assert not (s.figures_dir / "unreadable.png").exists()
+    plt.close("all")
