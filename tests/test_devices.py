@@ -114,12 +114,13 @@ def _cells(path: Path) -> list[str]:
 
 def _cell(cells: list[str], marker: str) -> str:
     found = [c for c in cells if marker in c]
-    assert len(found) == 1, f"{len(found)} cells of notebook 03 contain {marker!r}"
+    assert len(found) == 1, f"{len(found)} cells of notebooks 03 and 03b contain {marker!r}"
     return found[0]
 
 
 def test_notebook_03_hand_written_cells_respect_the_device(images, capsys):
-    cells = _cells(ROOT / "notebooks" / "03_gradcam_masks.ipynb")
+    cells = _cells(ROOT / "notebooks" / "03_gradcam_masks.ipynb") + \
+        _cells(ROOT / "notebooks" / "03b_deep_dive_maps.ipynb")  # the grid table lives in the deep dive
     m = on_meta("resnet18")
     demo = SimpleNamespace(model=m, meta={"arch": "resnet18"}, name="resnet18-s0")
     ns = {"torch": torch, "np": __import__("numpy"), "pd": pd, "train": train, "models": models,
