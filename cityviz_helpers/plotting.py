@@ -103,8 +103,8 @@ def cam_colorbar(fig: plt.Figure, axes, cmap: str = "jet", label: str = "map val
     """A colour bar for maps drawn with :func:`cam_overlay` / :func:`heatmap_rgb`, beside ``axes``."""
     mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
     bar = fig.colorbar(mappable, ax=axes, shrink=0.6, pad=0.02)
-    bar.set_label(label, fontsize=7)
-    bar.ax.tick_params(labelsize=7)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=8)
     return bar
 
 

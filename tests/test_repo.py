@@ -67,3 +67,50 @@ def test_hosted_install_is_pinned_to_this_release_and_asks_for_no_jupyter():
     assert "jupyterlab" not in runtime and "jupyterlab" in {_name(r) for r in project["optional-dependencies"]["lab"]}
     for spec in project["dependencies"]:  # lower bounds only: a hosted runtime keeps what it has
         assert "==" not in spec and "<" not in spec, spec
+
+
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+DEEP_DIVES = sorted((ROOT / "notebooks").glob("[0-9][0-9]b_*.ipynb"))
+#: A typed result in prose: a decimal (0.71, .5) or a percentage (27 %); formulas ($...$) and code
+#: spans (`...`) are left out, since they hold symbols and settings' names, not results.
+TYPED_RESULT = re.compile(r"(?<![\w.])(?:\d*\.\d+|\d+(?:\.\d+)?\s?%)")
+
+
+def _cells(path, kind):
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == kind]
+
+
+def test_each_chapter_fits_a_lab_slot_with_its_time_marked_and_one_exercise():
+    assert [p.name[:2] for p in CHAPTERS] == ["01", "02", "03", "04", "05"]
+    for path in CHAPTERS:
+        code = [c for c in _cells(path, "code") if c.strip()]
+        lines = sum(1 for c in code for line in c.splitlines() if line.strip())
+        assert len(code) <= 25 and lines <= 250, f"{path.name}: {len(code)} code cells, {lines} lines"
+        markdown = _cells(path, "markdown")
+        minutes = re.search(r"Estimated time[^0-9]*(\d+) minutes", markdown[0])
+        assert minutes and int(minutes.group(1)) <= 45, f"{path.name}: no estimated time of at most 45 minutes on top"
+        untimed = [m.splitlines()[0] for m in markdown if m.startswith("## ") and "minute" not in m]
+        assert not untimed, f"{path.name}: sections without their time: {untimed}"
+        exercises = [m.splitlines()[0] for m in markdown if m.startswith("#") and "Exercise" in m.splitlines()[0]]
+        solutions = sum(c.count("<!-- BEGIN SOLUTION -->") for c in markdown) + \
+            sum(c.count("### BEGIN SOLUTION") for c in code)
+        assert len(exercises) == 1 and solutions >= 1, f"{path.name}: exercises {exercises}, {solutions} solutions"
+
+
+def test_each_deep_dive_follows_its_chapter_and_no_chapter_reads_it():
+    assert DEEP_DIVES, "no deep-dive notebooks"
+    chapters = {p.name[:2] for p in CHAPTERS}
+    for path in DEEP_DIVES:
+        assert path.name[:2] in chapters, f"{path.name} has no chapter {path.name[:2]}"
+        assert re.search(r"Estimated time[^0-9]*\d+ minutes", _cells(path, "markdown")[0]), path.name
+    for path in CHAPTERS:  # a chapter may point to a deep dive in prose, never run or load from one
+        for source in _cells(path, "code"):
+            assert not re.search(r"\d\db_", source), f"{path.name} uses a deep dive: {source[:80]}"
+
+
+def test_no_typed_result_numbers_in_the_notebooks_prose():
+    for path in CHAPTERS + DEEP_DIVES:
+        for text in _cells(path, "markdown"):
+            prose = re.sub(r"\$[^$]*\$|`[^`]*`|\([^)]*\.(?:md|ipynb|html)[^)]*\)|https?://\S+|arXiv:\S+", "", text)
+            found = TYPED_RESULT.findall(prose)
+            assert not found, f"{path.name}: typed numbers {found} in: {text[:100]!r}"
