@@ -1,14 +1,15 @@
 """Offline on a user's own folder with no weights at all: the whole series.
 
-What this covers: all five notebooks, run as ``make tutorial`` runs them
+What this covers: the whole series (chapters and deep dives), run as ``make tutorial`` runs them
 (``python -m cityviz_helpers.tutorial``), on a tiny tree of real-photo-like
 images made with Pillow (:func:`test_real_photos.messy_tree`: EXIF rotation,
 odd sizes, greyscale, CMYK, progressive JPEGs, a panorama), with no ImageNet
 weights (``train.pretrained`` empty, an empty torch cache) and no ADE20K
-segmentation model. Notebook 05 must then say once what it skips and why, skip
-each cell that needs the segmenter with a short line, and still give the mask-IoU
-test and its verdict; the record in results.json says what was skipped and holds
-no object numbers. Nothing may be written inside the repository: artifacts,
+segmentation model. Chapter 05 and its deep dive must then each say once what
+they skip and why, skip each cell that needs the segmenter with a short line, and
+still give the mask-IoU test and its verdict (the chapter) and the robustness
+table's conclusion (the deep dive); the record in results.json says what was
+skipped and holds no object numbers. Nothing may be written inside the repository: artifacts,
 outputs, caches and HOME all point into the test's temporary folder.
 
 Tiny settings (20 photos per city, 1 epoch, few bootstrap resamples and
@@ -149,18 +150,23 @@ def test_all_five_notebooks_run_offline_on_photos_without_any_weights(tmp_path):
     assert sorted(set(results["timings"]) - {"settings_hash"}) == NOTEBOOKS
     assert sorted(p.stem for p in (out / "notebooks").glob("*.ipynb")) == NOTEBOOKS
 
-    # notebook 05 said once what it skips, skipped the cells that need the segmenter, and gave the mask-IoU verdict
+    # chapter 05 said once what it skips, skipped the cells that need the segmenter, and gave the mask-IoU verdict;
+    # its deep dive said once what it skips too, and wrote the conclusion of the robustness table
     printed = _printed(out / "notebooks" / "05_segmentation_statistics.ipynb")
+    deep_printed = _printed(out / "notebooks" / "05b_deep_dive_verdict.ipynb")
     text = " ".join(" ".join(printed).split())  # textwrap may break a line anywhere
-    assert text.count("No ADE20K segmentation model in") == 1
-    note = text[text.index("No ADE20K segmentation model in"):]
-    assert "skips the segmentation examples" in note and "./data_download.sh --weights" in note
+    deep_text = " ".join(" ".join(deep_printed).split())
+    for said in (text, deep_text):
+        assert said.count("No ADE20K segmentation model in") == 1
+        note = said[said.index("No ADE20K segmentation model in"):]
+        assert "skips the segmentation examples" in note and "./data_download.sh --weights" in note
     assert sum("Skipped (no segmentation model)" in p for p in printed) >= 8
+    assert sum("Skipped (no segmentation model)" in p for p in deep_printed) >= 3  # dominance, heatmap, diagnostics
     for what in ("the segmentation examples", "the top objects per city", "the object distance test"):
         assert f"Skipped (no segmentation model): {what}" in text
     assert ("verdict at threshold 0.5, mask IoU (no segmenter needed): architecture matters more" in text
             or "verdict at threshold 0.5, mask IoU (no segmenter needed): no evidence that" in text)
-    assert "mask IoU within an architecture:" in text and "Verdict (" in text  # the test and the conclusion
+    assert "mask IoU within an architecture:" in text and "Verdict (" in deep_text  # the test and the conclusion
     assert "this check needs the built-in cities" in text  # no planted cues in photos
 
     # the record: what was computed, and what was skipped with the reason; no object numbers
