@@ -32,6 +32,29 @@ def class_names() -> list[str]:
     return ["unlabelled"] + [short for _, short, _ in class_table()]
 
 
+#: Readable names for ADE20K short names that are only the first word of a longer name, or hard to read
+#: (the figures and tables of every notebook use these: "traffic light", not "traffic").
+READABLE = {"windowpane": "window", "auto": "car", "chest": "chest of drawers", "case": "display case",
+            "pool": "pool table", "coffee": "coffee table", "palm": "palm tree", "kitchen": "kitchen island",
+            "swivel": "swivel chair", "arcade": "arcade machine", "light": "light source", "dirt": "dirt track",
+            "conveyer": "conveyor belt", "washer": "washing machine", "swimming": "swimming pool",
+            "trade": "brand name", "traffic": "traffic light", "ashcan": "trash can", "crt": "CRT screen",
+            "bulletin": "bulletin board", "streetlight": "street light"}
+_READABLE_BY_INDEX = {59: "screen door", 131: "projection screen"}  # two classes share the short name "screen"
+
+
+def readable_name(name: str) -> str:
+    """A class or cue name as the notebooks show it: ``'traffic'`` -> ``'traffic light'``,
+    ``'banded_facades'`` -> ``'banded facades'``."""
+    name = str(name)
+    return READABLE.get(name, name.replace("_", " "))
+
+
+def readable_class_names() -> list[str]:
+    """:func:`class_names` made readable, indexed by label value (``[137] == 'traffic light'``)."""
+    return [_READABLE_BY_INDEX.get(i, readable_name(n)) for i, n in enumerate(class_names())]
+
+
 @lru_cache(maxsize=None)
 def class_index(name: str) -> int:
     """Label value of a class given its short name (e.g. ``'signboard'`` -> 44)."""

@@ -15,20 +15,14 @@ import pandas as pd
 from matplotlib.patches import Patch
 from PIL import Image
 
-from .ade20k import class_names
+from .ade20k import class_names, readable_name
 from .data import open_rgb
 
 #: ADE20K short names that read badly on their own (the label file splits multi-word names).
-_READABLE = {"traffic": "traffic light", "auto": "car", "windowpane": "window", "streetlight": "street light",
-             "coffee": "coffee table", "swivel": "swivel chair", "palm": "palm tree", "arcade": "arcade machine",
-             "kitchen": "kitchen island", "pool": "pool table", "chest": "chest of drawers"}
-
-
 def pretty_name(name: str) -> str:
     """A readable class or cue name: ``'traffic'`` -> ``'traffic light'``, ``'banded_facades'`` ->
     ``'banded facades'`` (notebooks 01 and 02)."""
-    name = str(name)
-    return _READABLE.get(name, name.replace("_", " "))
+    return readable_name(name)
 
 
 def pretty_list(names: str, sep: str = ";", join: str = ", ") -> str:

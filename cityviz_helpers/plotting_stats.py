@@ -14,25 +14,17 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .ade20k import class_names
+from .ade20k import readable_class_names
 from .plotting import label_palette
 
 #: Text size of annotations, ticks and legends in these figures (at least plotting.MIN_FONT_PT).
 TEXT_PT = 9
 
-#: ADE20K short names that are only the first word of a longer name, or hard to read, by label value.
-_READABLE = {9: "window", 21: "car", 45: "chest of drawers", 52: "grandstand", 56: "display case",
-             57: "pool table", 59: "screen door", 65: "coffee table", 73: "palm tree", 74: "kitchen island",
-             76: "swivel chair", 79: "arcade machine", 83: "light source", 92: "dirt track", 106: "conveyor belt",
-             108: "washing machine", 110: "swimming pool", 124: "brand name", 131: "projection screen",
-             137: "traffic light", 139: "trash can", 142: "CRT screen", 145: "bulletin board"}
-
-
 def class_labels() -> list[str]:
     """Readable class names indexed by label value (0: "unlabelled"): ADE20K's short names, except
     where the short name is the first word of a longer one (``class_labels()[137] == "traffic light"``,
     ``[21] == "car"``, ``[9] == "window"``)."""
-    return [_READABLE.get(i, name) for i, name in enumerate(class_names())]
+    return readable_class_names()
 
 
 def cue_label(style: str) -> str:

@@ -27,3 +27,14 @@ def test_savefig_refuses_text_smaller_than_8_pt_and_saves_readable_figures():
         plotting.savefig(fig, s, "unreadable")
     assert not (s.figures_dir / "unreadable.png").exists()
     plt.close("all")
+
+
+def test_class_and_cue_names_are_shown_readable_and_alike_in_every_notebook():
+    from cityviz_helpers import ade20k, plotting_data, plotting_stats
+
+    names = ade20k.readable_class_names()
+    assert names[ade20k.class_index("traffic")] == "traffic light" and names[ade20k.class_index("auto")] == "car"
+    assert names[59] != names[131]  # the two "screen" classes stay apart
+    assert plotting_stats.class_labels() == names
+    for raw in ("streetlight", "windowpane", "banded_facades", "road"):
+        assert plotting_data.pretty_name(raw) == ade20k.readable_name(raw) and "_" not in ade20k.readable_name(raw)
