@@ -27,7 +27,7 @@ tutorial: $(VENV)/.installed
 # Unit tests, then every notebook under nbval (checked outputs must match).
 test: $(VENV)/.installed
 	MPLBACKEND=Agg CITYVIZ_QUIET=1 CITYVIZ_PROFILE=quick $(PY) -m pytest --durations=8 tests
-	CITYVIZ_QUIET=1 CITYVIZ_PROFILE=quick $(PY) -m pytest --nbval-lax --nbval-current-env \
+	CITYVIZ_QUIET=1 CITYVIZ_HEADLESS=1 CITYVIZ_PROFILE=quick $(PY) -m pytest --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks
 	$(MAKE) --no-print-directory cached-test
 	$(MAKE) --no-print-directory browser-test
@@ -51,7 +51,7 @@ unit: $(VENV)/.installed
 # Re-execute the committed notebooks in place (quick profile), so their outputs
 # are those of a fresh run; commit the result.
 notebooks: $(VENV)/.installed
-	CITYVIZ_QUIET=1 CITYVIZ_PROFILE=quick $(PY) -m cityviz_helpers.tutorial --profile quick --in-place
+	CITYVIZ_QUIET=1 CITYVIZ_HEADLESS=1 CITYVIZ_PROFILE=quick $(PY) -m cityviz_helpers.tutorial --profile quick --in-place
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_synthetic.py

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .results import merge_results
 from .settings import REPO_ROOT, get_settings, home, in_clone
-from .utils import atomic_write
+from .utils import HEADLESS_ENV, atomic_write
 
 #: The series: chapters ``NN_name.ipynb`` and deep dives ``NNb_name.ipynb``; sorted by name, each
 #: deep dive runs right after its chapter (``_`` sorts before ``b``).
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings(args.profile, args.data)
     os.environ["CITYVIZ_PROFILE"] = settings.profile
     os.environ["CITYVIZ_DATA"] = settings.data
+    os.environ[HEADLESS_ENV] = "1"  # the kernels it starts have no screen: explorers skip their controls
     out_dir = settings.outputs_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}

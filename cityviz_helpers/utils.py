@@ -14,6 +14,19 @@ def quiet() -> bool:
     return bool(flag) or "PYTEST_CURRENT_TEST" in os.environ or bool(os.environ.get("CI"))
 
 
+#: Set by the headless runners (``make tutorial``, nbval in ``make test``) for the kernels they start.
+HEADLESS_ENV = "CITYVIZ_HEADLESS"
+
+
+def headless() -> bool:
+    """True in a run without a screen (``CITYVIZ_HEADLESS=1``): nobody can move a widget's controls, and
+    building ipywidgets there can leave the executing client waiting for good (jupyter/nbclient#312:
+    "when cell contains ipywidget, execute cell will sometimes blocks"; seen here with ipykernel 7.4 and
+    nbclient 0.11, kernel idle, client waiting). The notebooks' explorers skip their controls then; the
+    browser test moves them in a real JupyterLab."""
+    return os.environ.get(HEADLESS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def progress(iterable=None, disable: bool | None = None, **kwargs):
     """A tqdm progress bar that is silent when :func:`quiet` is true."""
     from tqdm.auto import tqdm

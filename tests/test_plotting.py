@@ -38,3 +38,13 @@ def test_class_and_cue_names_are_shown_readable_and_alike_in_every_notebook():
     assert plotting_stats.class_labels() == names
     for raw in ("streetlight", "windowpane", "banded_facades", "road"):
         assert plotting_data.pretty_name(raw) == ade20k.readable_name(raw) and "_" not in ade20k.readable_name(raw)
+
+
+def test_headless_runs_are_told_apart_from_a_students_jupyter(monkeypatch):
+    from cityviz_helpers import utils
+
+    monkeypatch.delenv("CITYVIZ_HEADLESS", raising=False)
+    assert not utils.headless()
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv("CITYVIZ_HEADLESS", value)
+        assert utils.headless() is expected

@@ -136,7 +136,8 @@ def lab():
         clean_copy(src, root / src.name)
     write_lab_settings(tmp / "lab-settings")
     port, token = free_port(), secrets.token_hex(16)
-    env = {k: v for k, v in _ENV.items() if k not in ("MPLBACKEND", "JUPYTER_PATH")}  # inline figures
+    # inline figures; a student's JupyterLab, where the explorers show their controls
+    env = {k: v for k, v in _ENV.items() if k not in ("MPLBACKEND", "JUPYTER_PATH", "CITYVIZ_HEADLESS")}
     env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), IPYTHONDIR=str(tmp / "ipython"),
