@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .ade20k import readable_name
 from .plotting import MIN_FONT_PT, cam_overlay, label_palette, overlay
 
 #: Text size of labels, legends and small titles in these figures (points).
@@ -28,8 +29,7 @@ CITY_MARKERS = "o^sDvP*X"
 def pretty_cue(name: str) -> str:
     """A planted cue's name as a reader writes it: ``"banded_facades"`` -> ``"banded facades"``,
     ``"none"`` -> ``"no cue"``."""
-    name = str(name)
-    return "no cue" if name == "none" else name.replace("_", " ")
+    return "no cue" if str(name) == "none" else readable_name(name)
 
 
 def cluster_colours(k: int) -> dict[int, tuple]:

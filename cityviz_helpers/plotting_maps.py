@@ -39,14 +39,6 @@ def setting_name(method: str, layer: str) -> str:
     return f"{pretty_method(method)}, {layer} layer"
 
 
-def colour_bar(fig: plt.Figure, axes, label: str = "map value (0: low, 1: high)"):
-    """The colour bar of the Grad-CAM overlays (``plotting.cam_colorbar``), its text at a readable size."""
-    bar = cam_colorbar(fig, axes, label=label)
-    bar.set_label(label, fontsize=SMALL)
-    bar.ax.tick_params(labelsize=SMALL)
-    return bar
-
-
 def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A copy of ``table`` for display: every float with ``digits`` decimals (also in columns that mix
     floats and text, where ``DataFrame.round`` does nothing), whole numbers without decimals, and
@@ -104,7 +96,7 @@ def by_hand_figure(image: np.ndarray, grid: np.ndarray, by_hand: np.ndarray, pac
               "grad-cam package"]
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=SMALL), _blank(ax)
-    colour_bar(fig, axes[-1], label="map value")
+    cam_colorbar(fig, axes[-1], label="map value")
     fig.suptitle(f"{model}: Grad-CAM from the layer's grid to the image")
     return fig
 
@@ -125,7 +117,7 @@ def explanation_grid(image_of: Callable[[int], np.ndarray], maps: np.ndarray, ex
             if r == 0:
                 ax.set_title(cols[c], fontsize=SMALL + 1)
         axes[r, 0].set_ylabel(label, fontsize=SMALL + 1)
-    colour_bar(fig, axes[:, 1:], label="map value (the map column)")
+    cam_colorbar(fig, axes[:, 1:], label="map value (the map column)")
     fig.suptitle(title)
     return fig
 
@@ -145,7 +137,7 @@ def side_by_side(image_of: Callable[[int], np.ndarray], maps_a: np.ndarray, maps
         axes[r, 0].set_ylabel(label, fontsize=SMALL + 1)
     for ax, column in zip(axes[0], ["image", *names]):
         ax.set_title(column, fontsize=SMALL + 1)
-    colour_bar(fig, axes[:, 1:])
+    cam_colorbar(fig, axes[:, 1:])
     fig.suptitle(title)
     return fig
 
@@ -171,7 +163,7 @@ def explorer_figure(image: np.ndarray, cam: np.ndarray, threshold: float, titles
     panels = [image, cam_overlay(image, cam), visual_explanation(image, cam, threshold)]
     for ax, panel, name in zip(axes, panels, titles):
         ax.imshow(panel), ax.set_title(name, fontsize=SMALL + 1), ax.axis("off")
-    colour_bar(fig, axes[1], label="map value")
+    cam_colorbar(fig, axes[1], label="map value")
     fig.suptitle(title)
     return fig
 

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .ade20k import readable_class_names
+from .ade20k import readable_class_names, readable_name
 from .plotting import label_palette
 
 #: Text size of annotations, ticks and legends in these figures (at least plotting.MIN_FONT_PT).
@@ -29,7 +29,7 @@ def class_labels() -> list[str]:
 
 def cue_label(style: str) -> str:
     """A planted cue's style name as words: ``"banded_facades"`` -> ``"banded facades"``."""
-    return style.replace("_", " ")
+    return readable_name(style)
 
 
 def _class_legend(ax, label_maps: np.ndarray, names: Sequence[str], max_items: int = 12) -> None:
