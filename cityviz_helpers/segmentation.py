@@ -702,7 +702,7 @@ ROW_KINDS = ("primary", "variant", "control")
 
 
 def verdict_row(name: str, result: dict, alpha: float = 0.05, kind: str = "variant", grid: str | None = None,
-                gap_ci95: Sequence[float] | None = None) -> dict:
+                gap_ci95: Sequence[float] | None = None, recipe: str | None = None) -> dict:
     """One row of the robustness table: the test's numbers and its verdict.
 
     ``kind``: ``primary`` (the one analysis named before the others are read), ``variant`` (a
@@ -710,7 +710,8 @@ def verdict_row(name: str, result: dict, alpha: float = 0.05, kind: str = "varia
     carry no information about the image: a control that finds "architecture" shows what the test
     measures besides what the networks look at, see :func:`conclude`). ``grid``: the map grid(s) of
     the row, e.g. ``"2 x 2"`` or ``"vgg11 6 x 6, ..."``. ``gap`` is between minus within, with
-    its bootstrap interval over images (:func:`bootstrap_gap`) when given.
+    its bootstrap interval over images (:func:`bootstrap_gap`) when given. ``recipe``: how the row's
+    models were trained (:func:`train.recipe_text`), ``"one for all: ..."`` or ``"per architecture: ..."``.
 
     The verdict is ``"architecture"`` (p below ``alpha`` and between above within), ``"no
     evidence"``, or ``"too few models"`` when even the smallest p the groupings allow is not below
@@ -723,7 +724,8 @@ def verdict_row(name: str, result: dict, alpha: float = 0.05, kind: str = "varia
         verdict = "too few models"
     else:
         verdict = "architecture" if holds else "no evidence"
-    return {"name": name, "kind": kind, "grid": grid, "within": result["within"], "between": result["between"],
+    return {"name": name, "kind": kind, "grid": grid, "recipe": recipe,
+            "within": result["within"], "between": result["between"],
             "gap": result["between"] - result["within"], "gap_ci95": interval, "p": result["p_value"],
             "p_floor": result["p_floor"], "at_floor": result["at_floor"], "verdict": verdict}
 
@@ -738,7 +740,9 @@ def conclude(rows: Sequence[dict]) -> dict:
     on each model's grid and at its area, already separate the architectures, so the verdict
     cannot be read as being about what the networks look at (``readable`` is then False). Rows
     whose p cannot fall below alpha (verdict ``"too few models"``) are counted in neither: they
-    are listed in ``undecided`` with their gaps and intervals."""
+    are listed in ``undecided`` with their gaps and intervals. ``shared_recipe`` counts the rows
+    (controls included) whose models all trained with one recipe (``recipe`` starting ``"one for
+    all"``): on those rows the recipe cannot make the gap."""
     kinds = [r.get("kind", "variant") for r in rows]
     if kinds.count("primary") > 1:
         raise ValueError("A robustness table names one primary analysis, not several.")
@@ -756,7 +760,9 @@ def conclude(rows: Sequence[dict]) -> dict:
             "do_not_hold": fails, "n_at_floor": sum(bool(r["at_floor"]) for r in tested),
             "undecided": undecided,
             "controls": controls, "n_controls_firing": sum(c["outcome"] == "fires" for c in controls),
-            "readable": not any(c["outcome"] == "fires" for c in controls)}
+            "readable": not any(c["outcome"] == "fires" for c in controls),
+            "shared_recipe": sum(str(r.get("recipe") or "").startswith("one for all") for r in rows),
+            "recipes": sorted({r["recipe"] for r in rows if r.get("recipe")})}
 
 
 # --------------------------------------------------------------------------

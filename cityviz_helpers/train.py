@@ -260,6 +260,31 @@ def arch_epochs(settings: Settings, data: CityData, arch: str) -> int:
     return scaled_epochs(epochs, n_train, n_builtin, settings["train"]["batch_size"])
 
 
+def arch_recipe(settings: Settings, data: CityData, arch: str) -> dict:
+    """What ``arch`` trains with here: epochs, peak learning rate, largest shift and
+    its start (random or ImageNet weights), as :func:`_train_model` uses them."""
+    from_imagenet = arch_setup(settings, arch)[1]
+    return {"epochs": arch_epochs(settings, data, arch), "lr": _arch_lr(settings, arch),
+            "max_shift": per_arch(settings, "max_shift", arch), "start": "ImageNet" if from_imagenet else "random"}
+
+
+def recipe_text(settings: Settings, data: CityData, archs: Sequence[str] | None = None) -> str:
+    """The recipe of ``archs`` (default the settings') in words: ``"one for all: 8 epochs, peak
+    rate 0.002, shifts up to 2 px, random start"`` when every architecture trains alike, else
+    ``"per architecture: vgg11 6 epochs, ...; resnet18 ..."``. Notebook 05b records it with
+    every row of its table: a recipe that differs by architecture moves with the label the test
+    compares, as the architecture does."""
+    archs = list(archs or settings["train"]["archs"])
+    recipes = {a: arch_recipe(settings, data, a) for a in archs}
+
+    def words(r: dict) -> str:
+        return f"{r['epochs']} epochs, peak rate {r['lr']:g}, shifts up to {r['max_shift']} px, {r['start']} start"
+
+    if len({tuple(r.values()) for r in recipes.values()}) == 1:
+        return "one for all: " + words(recipes[archs[0]])
+    return "per architecture: " + "; ".join(f"{a} {words(r)}" for a, r in recipes.items())
+
+
 def make_scheduler(optimizer, cfg, lr: float, batches: int, epochs: int):
     """The learning-rate schedule of ``train.schedule``: ``"step"`` (the paper: times
     ``lr_gamma`` every ``lr_step`` epochs, stepped once per epoch) or ``"onecycle"``

@@ -218,6 +218,17 @@ def test_conclusion_of_a_robustness_table():
     assert seg.conclude([row("y", 0.2)])["status"] == "absent"
 
 
+def test_conclusion_counts_the_rows_trained_with_one_recipe():
+    result = {"within": 0.1, "between": 0.2, "p_value": 0.01, "p_floor": 0.01, "at_floor": True}
+    shared = "one for all: 8 epochs, peak rate 0.002, shifts up to 2 px, random start"
+    per = "per architecture: a 6 epochs, ...; b 10 epochs, ..."
+    rows = [seg.verdict_row("x", result, kind="primary", recipe=shared), seg.verdict_row("y", result, recipe=per),
+            seg.verdict_row("z", result, kind="control", recipe=shared), seg.verdict_row("w", result)]
+    assert [r["recipe"] for r in rows] == [shared, per, shared, None]
+    c = seg.conclude(rows)
+    assert c["shared_recipe"] == 2 and c["recipes"] == [shared, per]
+
+
 def test_area_matched_masks_have_one_area_and_keep_the_highest_pixels():
     maps = np.stack([np.arange(16, dtype=np.float32).reshape(4, 4) / 15,
                      np.zeros((4, 4), np.float32),  # flat: no pixel above another

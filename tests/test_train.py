@@ -199,10 +199,27 @@ def test_shift_moves_the_image_and_repeats_the_edges():
 
 def test_changing_one_architectures_learning_rate_keeps_the_others_models(tiny):
     s, d, _, _ = tiny
+    lr = s["train"]["lr"]  # one rate for all by default; a mapping gives one per architecture
     other = cv.get_settings(overrides={**TINY, "train": {**TINY["train"], "lr": {
-        **s["train"]["lr"], "simpler": s["train"]["lr"]["simpler"] * 2}}})
+        **{a: lr for a in s["train"]["archs"]}, "simpler": lr * 2}}})
     assert model_dir(other, d, "resnet18", 0) == model_dir(s, d, "resnet18", 0)
     assert model_dir(other, d, "simpler", 0) != model_dir(s, d, "simpler", 0)
+
+
+def test_recipe_text_says_whether_the_architectures_share_one_recipe(tiny):
+    from cityviz_helpers.train import recipe_text
+
+    s, d, _, _ = tiny
+    assert not isinstance(cv.get_settings()["train"]["lr"], dict)  # the default: one recipe for all
+    shared = recipe_text(s, d)
+    assert shared == "one for all: 3 epochs, peak rate 0.002, shifts up to 3 px, random start"
+    per = cv.get_settings(overrides={**TINY, "train": {**TINY["train"], "max_shift": {
+        "vgg11": 0, "resnet18": 4, "simple": 0, "simpler": 0}}})
+    text = recipe_text(per, d)
+    assert text.startswith("per architecture: vgg11 3 epochs") and "resnet18 3 epochs, peak rate 0.002, shifts up to 4 px" in text
+    assert recipe_text(per, d, ["vgg11", "simple"]).startswith("one for all: ")  # those two train alike
+    with pytest.raises(KeyError, match="train.lr has no value for 'resnet18'"):
+        recipe_text(cv.get_settings(overrides={**TINY, "train": {**TINY["train"], "lr": {"vgg11": 1e-3}}}), d)
 
 
 def test_epochs_per_architecture(tiny):
