@@ -741,8 +741,11 @@ def conclude(rows: Sequence[dict]) -> dict:
     cannot be read as being about what the networks look at (``readable`` is then False). Rows
     whose p cannot fall below alpha (verdict ``"too few models"``) are counted in neither: they
     are listed in ``undecided`` with their gaps and intervals. ``shared_recipe`` counts the rows
-    (controls included) whose models all trained with one recipe (``recipe`` starting ``"one for
-    all"``): on those rows the recipe cannot make the gap."""
+    (controls included) whose models all trained with one recipe (``recipe`` starting with
+    ``train.ONE_RECIPE``, as :func:`train.recipe_text` writes it): on those rows the recipe
+    cannot make the gap."""
+    from .train import ONE_RECIPE
+
     kinds = [r.get("kind", "variant") for r in rows]
     if kinds.count("primary") > 1:
         raise ValueError("A robustness table names one primary analysis, not several.")
@@ -761,7 +764,7 @@ def conclude(rows: Sequence[dict]) -> dict:
             "undecided": undecided,
             "controls": controls, "n_controls_firing": sum(c["outcome"] == "fires" for c in controls),
             "readable": not any(c["outcome"] == "fires" for c in controls),
-            "shared_recipe": sum(str(r.get("recipe") or "").startswith("one for all") for r in rows),
+            "shared_recipe": sum(str(r.get("recipe") or "").startswith(ONE_RECIPE) for r in rows),
             "recipes": sorted({r["recipe"] for r in rows if r.get("recipe")})}
 
 

@@ -261,11 +261,16 @@ def arch_epochs(settings: Settings, data: CityData, arch: str) -> int:
 
 
 def arch_recipe(settings: Settings, data: CityData, arch: str) -> dict:
-    """What ``arch`` trains with here: epochs, peak learning rate, largest shift and
+    """What ``arch`` trains with here: epochs, peak learning rate, largest shift, width and
     its start (random or ImageNet weights), as :func:`_train_model` uses them."""
-    from_imagenet = arch_setup(settings, arch)[1]
+    width, from_imagenet = arch_setup(settings, arch)
     return {"epochs": arch_epochs(settings, data, arch), "lr": _arch_lr(settings, arch),
-            "max_shift": per_arch(settings, "max_shift", arch), "start": "ImageNet" if from_imagenet else "random"}
+            "max_shift": per_arch(settings, "max_shift", arch), "width": width,
+            "start": "ImageNet" if from_imagenet else "random"}
+
+
+#: How :func:`recipe_text` begins when every architecture trains alike (``segmentation.conclude`` counts such rows).
+ONE_RECIPE = "one for all: "
 
 
 def recipe_text(settings: Settings, data: CityData, archs: Sequence[str] | None = None) -> str:
@@ -281,7 +286,7 @@ def recipe_text(settings: Settings, data: CityData, archs: Sequence[str] | None 
         return f"{r['epochs']} epochs, peak rate {r['lr']:g}, shifts up to {r['max_shift']} px, {r['start']} start"
 
     if len({tuple(r.values()) for r in recipes.values()}) == 1:
-        return "one for all: " + words(recipes[archs[0]])
+        return ONE_RECIPE + words(recipes[archs[0]])
     return "per architecture: " + "; ".join(f"{a} {words(r)}" for a, r in recipes.items())
 
 
